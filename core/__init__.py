@@ -1,0 +1,1 @@
+"""pysc: a container sandbox with a user-space kernel."""

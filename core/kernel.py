@@ -1,0 +1,218 @@
+"""The Kernel: every kernel object of one sandbox, and the glue between them."""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Callable
+
+from pysc.core.abi import consts as C
+from pysc.core.dispatch import Dispatcher, SyscallTable
+from pysc.core.errors import WouldBlock
+from pysc.core.fdtable import FDTable
+from pysc.core.task import Credentials, FSContext, Task, ThreadGroup
+
+if TYPE_CHECKING:
+    from pysc.core.flags import Config
+    from pysc.core.vfs import VFS
+
+log = logging.getLogger("pysc.sentry")
+
+UTS_RELEASE = "4.4.0"
+UTS_VERSION = "#1 SMP Sun Jan 10 15:06:54 PST 2016"
+CLOCK_TICKS = 100
+
+
+class Kernel:
+    """One sandbox's kernel state.  Platforms call in with events; syscall
+    handlers reach everything through ``task.kernel``."""
+
+    def __init__(self, config: "Config", pm, platform_name: str):
+        self.config = config
+        self.pm = pm
+        self.platform_name = platform_name
+        self.hostname = "pysc"
+        self.domainname = "(none)"
+        self.release = UTS_RELEASE
+        self.version = UTS_VERSION
+        self.boot_wall = time.time()
+        self.boot_mono = time.monotonic()
+        self.vfs: "VFS | None" = None
+        self.tasks: dict[int, Task] = {}
+        self.thread_groups: dict[int, ThreadGroup] = {}
+        self.init: ThreadGroup | None = None
+        self.exit_status: int | None = None  # init's wait status
+        self.table = SyscallTable()
+        pm.hook.pysc_syscalls(table=self.table, platform=platform_name)
+        self.strace = None
+        if config.get("strace"):
+            from pysc.core.strace import Strace
+            self.strace = Strace.from_config(config)
+        self.dispatch = Dispatcher(self, self.table, pm, self.strace)
+        self.syslog_lines = self._boot_messages()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._timer_seq = itertools.count()
+        self.host_waits: dict[int, dict[object, tuple[int, Callable[[], None]]]] = {}
+        self.network = config.get("network", "none")
+        self.objects: dict[str, object] = {}  # named kernel-wide objects plugins may share
+        self.anon_ino = itertools.count(1000)
+        self.current: Task | None = None  # the task whose syscall is being handled
+
+    # --- boot messages (dmesg) ---
+    def _boot_messages(self) -> list[str]:
+        lines = [
+            "Starting pysc...",
+            f"Linux version {self.release} (pysc) {self.version}",
+            "Mounting root filesystem...",
+            "Setting up procfs and devfs...",
+            f"Platform: {self.platform_name}",
+            "Ready!",
+        ]
+        return [f"[{0.001 * i:12.6f}] {line}" for i, line in enumerate(lines)]
+
+    # --- time ---
+    def uptime(self) -> float:
+        return time.monotonic() - self.boot_mono
+
+    def clock_ticks(self) -> int:
+        return int(self.uptime() * CLOCK_TICKS)
+
+    # --- tasks ---
+    def new_init(self, tid: int, creds: Credentials, fs: FSContext, fdtable: FDTable, ctx) -> Task:
+        tg = ThreadGroup(self, tid, None)
+        task = Task(self, tg, tid, creds, fs, fdtable, ctx)
+        self.thread_groups[tid] = tg
+        self.tasks[tid] = task
+        self.init = tg
+        return task
+
+    def clone_task(self, parent: Task, tid: int, flags: int, ctx) -> Task:
+        """A task made by fork/vfork/clone in ``parent`` with clone ``flags``."""
+        fdt = parent.fdtable if flags & C.CLONE_FILES else parent.fdtable.copy()
+        fs = parent.fs if flags & C.CLONE_FS else parent.fs.copy()
+        if flags & C.CLONE_THREAD:
+            tg = parent.tg
+        else:
+            ptg = parent.tg.parent if flags & C.CLONE_PARENT and parent.tg.parent else parent.tg
+            tg = ThreadGroup(self, tid, ptg)
+            tg.exe, tg.comm, tg.rlimits = parent.tg.exe, parent.tg.comm, parent.tg.rlimits.copy()
+            tg.pgid, tg.sid = parent.tg.pgid, parent.tg.sid
+            tg.exit_signal = flags & C.CSIGNAL
+            self.thread_groups[tid] = tg
+        task = Task(self, tg, tid, parent.creds.copy(), fs, fdt, ctx)
+        self.tasks[tid] = task
+        return task
+
+    def task_exited(self, task: Task, wait_status: int) -> None:
+        if task.exited:
+            return
+        task.exited = True
+        self.unpark(task)
+        self.tasks.pop(task.tid, None)
+        tg = task.tg
+        if task in tg.tasks:
+            tg.tasks.remove(task)
+        self.pm.hook.pysc_task_exit(task=task)
+        if not tg.tasks:
+            tg.exit_status = wait_status
+            task.fdtable.close_all() if not any(
+                t.fdtable is task.fdtable for t in self.tasks.values()) else None
+            self.thread_groups.pop(tg.pid, None)
+            if tg.parent is not None and tg in tg.parent.children:
+                tg.parent.children.remove(tg)
+                tg.parent.child_exit.notify()
+            for child in tg.children:  # reparented to init, as Linux does
+                child.parent = self.init
+                if self.init is not None and self.init is not tg:
+                    self.init.children.append(child)
+            if tg is self.init:
+                self.exit_status = wait_status
+        elif not any(t.fdtable is task.fdtable for t in self.tasks.values()):
+            task.fdtable.close_all()
+
+    def exec_done(self, task: Task, info) -> None:
+        """The host kernel loaded the new image: apply what exec means to the Sentry's state."""
+        if any(t is not task and t.fdtable is task.fdtable for t in self.tasks.values()):
+            task.fdtable = task.fdtable.copy()  # exec unshares the fd table
+        task.fdtable.close_on_exec()
+        if info is not None:
+            task.tg.exe = info.dentry
+            task.tg.comm = info.comm
+
+    def find_tg(self, pid: int) -> ThreadGroup | None:
+        return self.thread_groups.get(pid)
+
+    # --- blocking ---
+    def park(self, task: Task, wb: WouldBlock) -> None:
+        """Record that ``task`` waits for ``wb``; the platform has put it to sleep."""
+        key = task
+        wake = lambda: self.wake(task)
+        for q in wb.queues:
+            q.add(key, wake)
+        for fd, events in wb.host_fds:
+            self.host_waits.setdefault(fd, {})[key] = (events, wake)
+        timer = None
+        if wb.deadline is not None:
+            timer = self.add_timer(wb.deadline, wake)
+        task.parked = (wb, timer)
+
+    def unpark(self, task: Task) -> None:
+        if task.parked is None:
+            return
+        wb, timer = task.parked
+        task.parked = None
+        for q in wb.queues:
+            q.remove(task)
+        for fd, _ in wb.host_fds:
+            waits = self.host_waits.get(fd)
+            if waits is not None:
+                waits.pop(task, None)
+                if not waits:
+                    del self.host_waits[fd]
+        if timer is not None:
+            self.cancel_timer(timer)
+
+    def wake(self, task: Task) -> None:
+        """A parked task's condition may hold now: let it run its handler again."""
+        if task.parked is None or task.exited:
+            return
+        self.unpark(task)
+        task.ctx.wake()
+
+    # --- timers ---
+    def add_timer(self, deadline: float, callback: Callable[[], None]):
+        entry = [deadline, next(self._timer_seq), callback]
+        heapq.heappush(self._timers, entry)
+        return entry
+
+    def cancel_timer(self, entry) -> None:
+        entry[2] = None
+
+    def next_timeout(self) -> float | None:
+        while self._timers and self._timers[0][2] is None:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return None
+        return max(0.0, self._timers[0][0] - time.monotonic())
+
+    def run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and (self._timers[0][2] is None or self._timers[0][0] <= now):
+            _, _, cb = heapq.heappop(self._timers)
+            if cb is not None:
+                cb()
+
+    def host_fd_ready(self, fd: int, revents: int) -> None:
+        for key, (events, wake) in list(self.host_waits.get(fd, {}).items()):
+            if revents & (events | C.POLLERR | C.POLLHUP | C.POLLNVAL):
+                wake()
+
+    # --- misc ---
+    def syslog(self, line: str) -> None:
+        self.syslog_lines.append(f"[{self.uptime():12.6f}] {line}")
+
+    def host_hostname(self) -> str:
+        return socket.gethostname()

@@ -1,0 +1,205 @@
+"""A sandbox: the gofer, the Sentry's kernel and filesystems, and a platform
+running the app.  ``pysc do`` runs one in the calling process."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import stat as pystat
+import sys
+
+from pysc.core.abi import consts as C
+from pysc.core.errors import SyscallError
+from pysc.core.fdtable import FDTable
+from pysc.core.file import HostFDFile
+from pysc.core.fs.overlay import OverlayFS
+from pysc.core.fs.tmpfs import TmpFS
+from pysc.core.kernel import Kernel
+from pysc.core.task import Credentials, FSContext
+from pysc.core.vfs import VFS, Mount, may_access
+
+log = logging.getLogger("pysc.sandbox")
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
+
+
+class SandboxError(Exception):
+    """A sandbox could not be set up; the message says why."""
+
+
+def exit_code(wait_status: int) -> int:
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)
+
+
+class Sandbox:
+    def __init__(self, config, pm, workdir: str):
+        self.config = config
+        self.pm = pm
+        self.workdir = workdir
+        platforms = {}
+        for result in pm.hook.pysc_platforms():
+            platforms.update(result)
+        name = config.platform
+        if name not in platforms:
+            raise SandboxError(f"unknown platform {name!r}: choose one of {', '.join(sorted(platforms))}")
+        cls = platforms[name]
+        why = cls.available()
+        if why:
+            raise SandboxError(f"platform {name} is not available here: {why}")
+        if config.network == "sandbox":
+            raise SandboxError("--network=sandbox needs pysc's user-space network stack, which is not "
+                               "built yet; use --network=host or --network=none")
+        self.kernel = Kernel(config, pm, name)
+        self.platform = cls(self.kernel, config)
+        self.kernel.platform = self.platform
+        self.gofer = None
+
+    # --- filesystems ---
+    def build_vfs(self, root_path: str) -> None:
+        from pysc.fsproxy.client import start_gofer
+        overlay = self.config.overlay2 == "root:memory"
+        log_path = self.config.get("debug-log-gofer") or None
+        self.gofer = start_gofer([(root_path, overlay)], self.workdir, log_path)
+        exclusive = self.config.get("file-access") == "exclusive"
+        if self.config.directfs:
+            from pysc.core.fs.hostfs import HostFS
+            lower = HostFS(self.gofer.root_fds[0], readonly=overlay, exclusive=exclusive, source=root_path)
+        else:
+            lower = self.gofer.filesystem(0, readonly=overlay, exclusive=exclusive)
+        if overlay:
+            fs = OverlayFS(lower.root)
+            root = Mount(fs, fs.root, b"/", "none", "overlay", "rw")
+        else:
+            fs = lower
+            root = Mount(fs, fs.root, b"/", root_path, "9p", "rw")
+        vfs = VFS(root)
+        self.kernel.vfs = vfs
+        fstypes = {}
+        for result in self.pm.hook.pysc_filesystems():
+            fstypes.update(result)
+        self.mount(b"/proc", "proc", fstypes["proc"](self.kernel), "proc")
+        dev = fstypes["devfs"](self.kernel)
+        self.mount(b"/dev", "devfs", dev, "tmpfs", "mode=755")
+        self.mount(b"/dev/shm", "tmpfs", TmpFS(mode=0o1777), "tmpfs", "mode=1777")
+        self.mount(b"/sys", "sysfs", fstypes["sysfs"](self.kernel), "sysfs", readonly=True)
+
+    def mount(self, path: bytes, source: str, fs, fstype: str, options: str = "rw",
+              readonly: bool = False) -> None:
+        if isinstance(fs, tuple):
+            fs, root = fs
+        else:
+            root = fs.root
+        vfs = self.kernel.vfs
+        try:
+            d = vfs.walk(None, vfs.root, path)
+            if not d.inode.is_dir():
+                raise SyscallError(C.ENOTDIR)
+        except SyscallError:
+            log.warning("cannot mount %s at %s: no such directory", fstype, path.decode())
+            return
+        vfs.mount(path, Mount(fs, root, path, source, fstype, options, readonly))
+
+    # --- the first process ---
+    def find_command(self, name: bytes, path_env: bytes, cwd) -> bytes:
+        vfs = self.kernel.vfs
+        candidates = [name] if b"/" in name else [
+            (d or b".") + b"/" + name for d in path_env.split(b":")]
+        found_noexec = None
+        for cand in candidates:
+            try:
+                d = vfs.walk(None, cwd, cand)
+            except SyscallError:
+                continue
+            st = d.inode.stat()
+            if pystat.S_ISREG(st.mode):
+                if st.mode & 0o111:
+                    return cand
+                found_noexec = cand
+        if found_noexec is not None:
+            raise SandboxError(f"{name.decode(errors='replace')}: permission denied", 126)
+        raise SandboxError(f"{name.decode(errors='replace')}: command not found", 127)
+
+    def stdio(self) -> FDTable:
+        table = FDTable()
+        for fd in (0, 1, 2):
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue
+            tty = os.isatty(fd)
+            flags = C.O_RDWR if tty else (C.O_RDONLY if fd == 0 else C.O_WRONLY)
+            table.install_at(fd, HostFDFile(reopen_nonblocking(fd), flags,
+                                            name=b"/dev/pts/0" if tty else b"", shared_offset=True))
+        return table
+
+    def run(self, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, uid: int, gid: int,
+            root_path: str = "/") -> int:
+        if self.config.get("pin-cpu") and self.platform.name == "ptrace":
+            pin_to_one_cpu()
+        self.build_vfs(root_path)
+        vfs = self.kernel.vfs
+        try:
+            cwd_d = vfs.walk(None, vfs.root, cwd)
+        except SyscallError:
+            cwd_d = vfs.root
+        path = self.find_command(argv[0], env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin"), cwd_d)
+        creds = Credentials.for_ids(uid, gid, tuple(os.getgroups()) if uid == os.getuid() else ())
+        fdt = self.stdio()
+        fs = FSContext(vfs.root, cwd_d, 0o022)
+        kernel = self.kernel
+
+        def make_init(ctx):
+            task = kernel.new_init(1, creds, fs, fdt, ctx)
+            ctx.task = task
+
+        new_net = self.config.network == "none"
+        self.platform.start(root_path, path, argv, env, new_net, make_init)
+        if new_net:
+            self.platform.enter_netns()
+        old = {s: signal.signal(s, self._forward) for s in FORWARDED_SIGNALS}
+        self.pm.hook.pysc_sandbox_started(sandbox=self)
+        try:
+            self.platform.run()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.platform.kill_all()
+            self.pm.hook.pysc_sandbox_stopped(sandbox=self)
+            self.stop()
+        status = kernel.exit_status
+        return exit_code(status) if status is not None else 128 + signal.SIGKILL
+
+    def _forward(self, sig, frame) -> None:
+        self.platform.signal_init(sig)
+
+    def stop(self) -> None:
+        if self.gofer is not None:
+            self.gofer.stop()
+            self.gofer = None
+
+
+def reopen_nonblocking(fd: int) -> int:
+    """A host fd for the caller's stdio the Sentry can use without blocking.
+
+    Pipes, FIFOs and terminals are reopened through /proc/self/fd, which makes
+    a new open file description whose O_NONBLOCK does not leak to the caller;
+    regular files are dup'ed so that the offset stays shared with the caller."""
+    st = os.fstat(fd)
+    if pystat.S_ISFIFO(st.st_mode) or pystat.S_ISCHR(st.st_mode):
+        try:
+            mode = os.O_RDWR if pystat.S_ISCHR(st.st_mode) else (os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            return os.open(f"/proc/self/fd/{fd}", mode | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError:
+            pass
+    return os.dup(fd)
+
+
+def pin_to_one_cpu() -> None:
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[os.getpid() % len(cpus)]})
+    except OSError:
+        pass

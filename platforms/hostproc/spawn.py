@@ -1,0 +1,156 @@
+"""Starting the first app host process: fresh namespaces, a chroot, no new
+privileges, and the seccomp filter, in that order.
+
+    Sentry ──fork──▶ holder (unshares user/pid/mount/ipc/uts[/net] namespaces)
+                       └─fork──▶ init (pid 1 of the new pid namespace): chroot,
+                                 waits until the Sentry attached, installs the
+                                 filter, execs.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import struct
+
+import attrs
+
+from pysc.core.abi import consts as C
+from pysc.platforms.hostproc import native
+
+HIDDEN_FD = 3  # the app process's end of the fd-passing socket (a host fd the app never sees)
+
+
+@attrs.define
+class Spawned:
+    holder_pid: int
+    init_pid: int
+    go_fd: int  # write one byte here to let init install its filter and exec
+
+
+def _write_map(pid: int, name: str, text: str) -> None:
+    with open(f"/proc/{pid}/{name}", "w") as f:
+        f.write(text)
+
+
+def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
+               exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
+               keep_fds: tuple[int, ...] = ()) -> Spawned:
+    """Fork the namespace holder and the init process; return their host pids."""
+    flags = C.CLONE_NEWUSER | C.CLONE_NEWNS | C.CLONE_NEWPID | C.CLONE_NEWIPC | C.CLONE_NEWUTS
+    if new_net:
+        flags |= C.CLONE_NEWNET
+    to_sentry_r, to_sentry_w = os.pipe()
+    to_holder_r, to_holder_w = os.pipe()
+    go_r, go_w = os.pipe()
+    sentry = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # holder
+        try:
+            native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != sentry:
+                os._exit(1)
+            native.unshare(flags)
+            os.write(to_sentry_w, b"u")
+            if os.read(to_holder_r, 1) != b"m":
+                os._exit(1)
+            init = os.fork()
+            if init == 0:
+                _init(root, filter_prog, hidden_sock, exec_path, argv, env, go_r)
+            os.write(to_sentry_w, struct.pack("<q", init))
+            for fd in range(3, 1024):
+                if fd not in keep_fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            while True:
+                try:
+                    _, status = os.waitpid(init, 0)
+                    break
+                except ChildProcessError:
+                    os._exit(1)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        except BaseException:
+            os._exit(127)
+    os.close(to_sentry_w)
+    os.close(to_holder_r)
+    os.close(go_r)
+    try:
+        if os.read(to_sentry_r, 1) != b"u":
+            raise OSError("the namespace holder failed to unshare its namespaces")
+        outside = 65534 if os.geteuid() == 0 else os.geteuid()
+        outside_gid = 65534 if os.geteuid() == 0 else os.getegid()
+        _write_map(pid, "uid_map", f"0 {outside} 1\n")
+        try:
+            _write_map(pid, "setgroups", "deny")
+        except OSError:
+            pass
+        _write_map(pid, "gid_map", f"0 {outside_gid} 1\n")
+        os.write(to_holder_w, b"m")
+        data = os.read(to_sentry_r, 8)
+        if len(data) != 8:
+            raise OSError("the namespace holder died before starting init")
+        init_pid = struct.unpack("<q", data)[0]
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(go_w)
+        raise
+    finally:
+        os.close(to_sentry_r)
+        os.close(to_holder_w)
+    return Spawned(pid, init_pid, go_w)
+
+
+def _init(root: str, filter_prog: list, hidden_sock: int, exec_path: bytes, argv: list[bytes],
+          env: dict[bytes, bytes], go_r: int) -> None:
+    """In the init process: never returns."""
+    try:
+        native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setsid()
+        devnull = os.open("/dev/null", os.O_RDWR)
+        os.chroot(root)
+        os.chdir("/")
+        import fcntl
+        hidden = fcntl.fcntl(hidden_sock, fcntl.F_DUPFD, 1000)
+        go = fcntl.fcntl(go_r, fcntl.F_DUPFD_CLOEXEC, 1000)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.dup2(hidden, HIDDEN_FD, inheritable=True)
+        os.dup2(go, HIDDEN_FD + 1, inheritable=False)
+        go = HIDDEN_FD + 1
+        os.closerange(go + 1, 1 << 16)
+        for sig in range(1, signal.NSIG):
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                try:
+                    signal.signal(sig, signal.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if os.read(go, 1) != b"g":  # the Sentry is now attached
+            os._exit(1)
+        os.close(go)
+        native.prctl(native.PR_SET_NO_NEW_PRIVS, 1)
+        native.install_seccomp(filter_prog)
+        # The Sentry serves this execve like any other (the filter is on).
+        os.execve(exec_path, argv, env)
+    except BaseException:
+        pass
+    os._exit(127)
+
+
+def enter_netns_of(pid: int) -> None:
+    """Move the calling thread into ``pid``'s network namespace and bring up
+    its loopback interface (a fresh namespace starts with it down)."""
+    import fcntl
+    import socket
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.setns(fd, C.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
