@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 from pysc.core.flags import Config, FlagError, FlagRegistry
-from pysc.core.plugins import make_plugin_manager
+from pysc.core.plugins import call_in_order, make_plugin_manager
 
 PROG = "pysc"
 
@@ -137,7 +137,7 @@ def cmd_help(pm, config: Config, args: list[str]) -> int:
         name = config.platform
         cls = platforms.get(name)
         table = SyscallTable()
-        pm.hook.pysc_syscalls(table=table, platform=name)
+        call_in_order(pm.hook.pysc_syscalls, table=table, platform=name)
         print(syscall_report_text(table, cls, fmt))
         return 0
     if topic == "platforms":
@@ -224,5 +224,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python3 -m pysc.core.cli
     sys.exit(main())

@@ -9,7 +9,7 @@ import attrs
 
 from pysc.core.abi import consts as C
 from pysc.core.abi.sysnums import NAMES, SYSCALLS
-from pysc.core.errors import SyscallError, WouldBlock
+from pysc.core.errors import SyscallError, TaskGone, WouldBlock
 
 if TYPE_CHECKING:
     from pysc.core.task import Task
@@ -135,7 +135,7 @@ class Dispatcher:
                 result = handler(task, *args)
             except SyscallError as e:
                 result = -e.errno
-            except WouldBlock:
+            except (WouldBlock, TaskGone):
                 raise
             except Exception:
                 log.exception("handler for %s crashed (task %s, args %s): the app gets EIO",

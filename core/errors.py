@@ -36,6 +36,11 @@ class WouldBlock(Exception):
         self.host_fds = tuple(host_fds)  # (fd, poll events) pairs the main loop must watch
 
 
+class TaskGone(Exception):
+    """The app thread died while the Sentry was working on it (killed, or its
+    process exited or exec'd under it); there is no one left to answer."""
+
+
 def check(cond: bool, err: int) -> None:
     if not cond:
         raise SyscallError(err)

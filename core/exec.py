@@ -75,11 +75,9 @@ def exec_fd(d: Dentry) -> int:
     (a writable fd would make the host's exec fail with ETXTBSY)."""
     inode = d.inode
     host_file = getattr(inode, "host_file", None)
-    if host_file is not None:
-        fd = host_file()
-        if not _has_writers(inode):
-            return fd
-        os.close(fd)
+    fd = host_file() if host_file is not None else None
+    if fd is not None:
+        return fd
     f = inode.open(C.O_RDONLY, d, None)
     try:
         mfd = os.memfd_create("pysc-exec", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -98,6 +96,3 @@ def exec_fd(d: Dentry) -> int:
     finally:
         f.decref()
 
-
-def _has_writers(inode) -> bool:
-    return getattr(inode, "upper", None) is not None

@@ -13,6 +13,7 @@ from pysc.core.abi import consts as C
 from pysc.core.dispatch import Dispatcher, SyscallTable
 from pysc.core.errors import WouldBlock
 from pysc.core.fdtable import FDTable
+from pysc.core.plugins import call_in_order
 from pysc.core.task import Credentials, FSContext, Task, ThreadGroup
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Kernel:
         self.init: ThreadGroup | None = None
         self.exit_status: int | None = None  # init's wait status
         self.table = SyscallTable()
-        pm.hook.pysc_syscalls(table=self.table, platform=platform_name)
+        call_in_order(pm.hook.pysc_syscalls, table=self.table, platform=platform_name)
         self.strace = None
         if config.get("strace"):
             from pysc.core.strace import Strace

@@ -46,3 +46,10 @@ def make_plugin_manager(extra: tuple[str, ...] = (), entry_points: bool = True) 
         if pm.get_plugin(name) is None:
             pm.register(importlib.import_module(name), name=name)
     return pm
+
+
+def call_in_order(hook, **kwargs) -> list:
+    """Call a hook's implementations in registration order (built-ins first),
+    so that a later plugin's registration replaces an earlier one's; pluggy
+    itself calls the last registered first."""
+    return [impl.function(**kwargs) for impl in hook.get_hookimpls()]

@@ -61,6 +61,7 @@ class GoferHandle:
         except (AttributeError, OSError):
             self.pidfd = None
         self._clients: list[weakref.ref] = []
+        self._default: GoferClient | None = None
 
     @property
     def death_fd(self) -> int:
@@ -78,8 +79,13 @@ class GoferHandle:
 
     def filesystem(self, mount: int | str, *, client: "GoferClient | None" = None,
                    readonly: bool = False, exclusive: bool = False) -> "GoferFS":
-        """A ``GoferFS`` of mount ``mount`` (index or host path)."""
-        return GoferFS(client or self.client(), str(mount), readonly=readonly, exclusive=exclusive)
+        """A ``GoferFS`` of mount ``mount`` (index or host path); all of them
+        share one channel unless ``client`` is given."""
+        if client is None:
+            if self._default is None or self._default.closed:
+                self._default = self.client()
+            client = self._default
+        return GoferFS(client, str(mount), readonly=readonly, exclusive=exclusive)
 
     def stop(self, timeout: float = 2.0, close_fds: bool = False) -> int | None:
         """Shut the gofer down (Shutdown message, then SIGKILL); returns its exit status."""

@@ -172,12 +172,16 @@ class GoferServer:
 
     # ------------------------------------------------------------ plumbing
     def close_all(self) -> None:
-        for h in self.handles.values():
+        """Release every handle, mount root and the /proc/self/fd fd."""
+        fds = [h.fd for h in self.handles.values()] + [m.fd for m in self.mounts] + [self.procfd]
+        self.handles.clear()
+        self.mounts = []
+        self.procfd = -1
+        for fd in fds:
             try:
-                os.close(h.fd)
+                os.close(fd)
             except OSError:
                 pass
-        self.handles.clear()
 
     def handle(self, msg) -> object:
         """Answer one decoded message (never raises)."""

@@ -293,18 +293,14 @@ class OverlayInode(Inode):
                 raise SyscallError(C.EISDIR)
             return DirFile(flags, dentry, self)
         if flags & C.O_ACCMODE != C.O_RDONLY or flags & C.O_TRUNC:
-            f = self.copy_up().open(flags, dentry, task)
-        else:
-            f = self.layer.open(flags, dentry, task)
-        f.inode = self
-        return f
+            return self.copy_up().open(flags, dentry, task)
+        return self.layer.open(flags, dentry, task)
 
-    def host_file(self) -> int:
-        if self.upper is not None:
-            return os.dup(self.upper._fd())
-        if hasattr(self.lower, "host_file"):
+    def host_file(self) -> int | None:
+        """A read-only host fd of a lower file (for exec), or None."""
+        if self.upper is None and hasattr(self.lower, "host_file"):
             return self.lower.host_file()
-        raise SyscallError(C.EACCES)
+        return None
 
     @property
     def special(self):

@@ -24,7 +24,7 @@ from pysc.core.abi import consts as C
 from pysc.core.abi.structs import CMSGHDR, IOVEC, MSGHDR, cmsg_space
 from pysc.core.abi.sysnums import SYSCALLS
 from pysc.core.dispatch import CONTINUE
-from pysc.core.errors import SyscallError, WouldBlock
+from pysc.core.errors import SyscallError, TaskGone, WouldBlock
 from pysc.platforms.hostproc import native, seccomp
 from pysc.platforms.hostproc.memory import ProcMemory
 from pysc.platforms.hostproc.spawn import HIDDEN_FD, enter_netns_of, spawn_init
@@ -48,10 +48,6 @@ OPTIONS = (native.PTRACE_O_TRACESYSGOOD | native.PTRACE_O_TRACEFORK | native.PTR
            | native.PTRACE_O_TRACECLONE | native.PTRACE_O_TRACEEXEC | native.PTRACE_O_TRACESECCOMP
            | native.PTRACE_O_EXITKILL)
 RESTART_ERRNO = {"sys": C.ERESTARTSYS, "nohand": C.ERESTARTNOHAND, "nointr": C.ERESTARTNOINTR}
-
-
-class TaskGone(Exception):
-    """The tracee died while the Sentry was working on it."""
 
 
 class MM:
@@ -250,6 +246,7 @@ class PtraceContext:
 
 
 class PtracePlatform:
+    """App threads are host processes; seccomp RET_TRACE stops them at emulated calls."""
     name = "ptrace"
     delegates = seccomp.DELEGATED | {"mmap (MAP_ANONYMOUS)", "clone (no namespace flags)"}
 
@@ -406,10 +403,12 @@ class PtracePlatform:
                 if ctx.parked is not None:
                     ctx.unpark_regs(retry=False)
                 ctx.cont(sig)
-        except TaskGone:
+        except (TaskGone, ProcessLookupError):
             pass
-        except ProcessLookupError:
-            pass
+        except Exception:
+            log.exception("tracer: error handling a stop of %d (status %#x)", pid, status)
+            if pid in self.contexts:
+                self.contexts[pid].cont()
 
     # --- events ---
     def syscall(self, ctx: PtraceContext) -> None:

@@ -1,0 +1,73 @@
+"""A third-party plugin, installed with its own entry point, adds a flag and
+replaces a syscall; both take effect in `pysc flags` and in a sandbox."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PLUGIN = textwrap.dedent('''
+    import sys
+    from pysc.core.dispatch import syscall
+    from pysc.core.hookspecs import hookimpl
+
+    @hookimpl
+    def pysc_add_flags(flags):
+        flags.add("fake-release", str, "", "report this kernel release from uname(2)")
+
+    @syscall()
+    def uname(t, buf, *_):
+        from pysc.core.abi.structs import pack_utsname
+        k = t.kernel
+        release = k.config.get("fake-release") or k.release
+        t.mem.write(buf, pack_utsname("Linux", k.hostname, release, k.version, "x86_64", "(none)"))
+        return 0
+
+    @hookimpl
+    def pysc_syscalls(table, platform):
+        table.register_module(sys.modules[__name__])
+''')
+
+
+@pytest.fixture
+def plugin_env(tmp_path):
+    """A plugin package plus its dist-info, importable through PYTHONPATH."""
+    (tmp_path / "pysc_fake_release.py").write_text(PLUGIN)
+    dist = tmp_path / "pysc_fake_release-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pysc-fake-release\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pysc]\nfake_release = pysc_fake_release\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def pysc(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pysc.core.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_plugin_flag_listed(plugin_env):
+    out = pysc("flags", env=plugin_env)
+    assert out.returncode == 0, out.stderr
+    assert "--fake-release" in out.stdout
+    assert "pysc_fake_release" in out.stdout
+
+
+def test_plugin_replaces_syscall(plugin_env):
+    report = pysc("help", "syscalls", env=plugin_env)
+    line = next(l for l in report.stdout.splitlines() if " uname " in f" {l} ")
+    assert "pysc_fake_release" in line and "replaces" in line
+
+
+@pytest.mark.skipif(not shutil.which("busybox"), reason="busybox-static is not installed")
+def test_plugin_takes_effect_in_sandbox(plugin_env):
+    out = pysc("--fake-release=9.9.9", "do", "/bin/busybox", "uname", "-r", env=plugin_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "9.9.9"
+    plain = pysc("do", "/bin/busybox", "uname", "-r", env=plugin_env)
+    assert plain.stdout.strip() == "4.4.0"
