@@ -148,15 +148,17 @@ class HostFDFile(File):
     (the caller's stdio, a host file opened by the Sentry)."""
 
     def __init__(self, hostfd: int, flags: int, dentry=None, inode=None, name: bytes = b"",
-                 owns: bool = True, shared_offset: bool = False):
+                 owns: bool = True, shared_offset: bool = False, seekable: bool | None = None,
+                 is_tty: bool | None = None):
         super().__init__(flags, dentry, inode)
         self.fd = hostfd
         self.shared_offset = shared_offset  # the offset is the host file's (the caller's stdio)
         self.name = name
         self.owns = owns
-        st = os.fstat(hostfd)
-        self.seekable = (st.st_mode & C.S_IFMT) in (C.S_IFREG, C.S_IFBLK)
-        self.is_tty = os.isatty(hostfd)
+        if seekable is None:
+            seekable = (os.fstat(hostfd).st_mode & C.S_IFMT) in (C.S_IFREG, C.S_IFBLK)
+        self.seekable = seekable
+        self.is_tty = os.isatty(hostfd) if is_tty is None else is_tty
         if not self.seekable:
             self.poll_host_fd = hostfd
 

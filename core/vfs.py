@@ -260,6 +260,8 @@ class VFS:
         if trailing:
             follow = True
         creds = task.creds if task is not None else None
+        if creds is not None and creds.fsuid == 0 and creds.cap_effective & 0b110:
+            creds = None  # CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: may search any directory
         for i, name in enumerate(names):
             last = i == len(names) - 1
             if not cur.inode.is_dir():

@@ -75,6 +75,11 @@ class Stat:
     def type(self) -> int:
         return self.mode & C.S_IFMT
 
+    def copy(self) -> "Stat":
+        return Stat(self.mode, self.ino, self.dev, self.nlink, self.uid, self.gid, self.rdev,
+                    self.size, self.blksize, self.blocks, self.atime_ns, self.mtime_ns,
+                    self.ctime_ns, self.btime_ns, self.mnt_id)
+
     def pack_stat(self) -> bytes:
         a, m, c = self.atime_ns, self.mtime_ns, self.ctime_ns
         return STAT.pack(self.dev, self.ino, self.nlink, self.mode, self.uid, self.gid, 0,

@@ -60,13 +60,14 @@ class HostFS(Filesystem):
 
 
 class HostInode(Inode):
-    __slots__ = ("fs", "parent", "name", "_st", "_dirfd", "_children")
+    __slots__ = ("fs", "parent", "name", "_st", "_stat", "_dirfd", "_children")
 
     def __init__(self, fs: HostFS, parent: "HostInode | None", name: bytes, st: os.stat_result):
         self.fs = fs
         self.parent = parent
         self.name = name
         self._st = st
+        self._stat: Stat | None = None  # _st converted, while it is valid
         self._dirfd = -1
         self._children: dict[bytes, HostInode] = {}
 
@@ -98,7 +99,10 @@ class HostInode(Inode):
         st = self._st
         if st is None or not self.fs.exclusive:
             st = self._st = self._host_stat()
-        return Stat.from_host(st)
+            self._stat = None
+        if self._stat is None:
+            self._stat = Stat.from_host(st)
+        return self._stat.copy()
 
     @property
     def mode(self) -> int:
@@ -148,8 +152,7 @@ class HostInode(Inode):
             self._st = None
         hostflags = (flags & OPEN_PASS & ~C.O_NONBLOCK) | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = host_call(os.open, self.name, hostflags, dir_fd=self.parent.dirfd())
-        f = HostFile(fd, flags, dentry, self)
-        return f
+        return HostFile(fd, flags, dentry, self)
 
     def host_file(self) -> int:
         """A read-only host fd of this file (for exec)."""
@@ -266,8 +269,7 @@ class HostFile(HostFDFile):
     seekable = True
 
     def __init__(self, fd, flags, dentry, inode):
-        super().__init__(fd, flags, dentry, inode)
-        self.seekable = True
+        super().__init__(fd, flags, dentry, inode, seekable=True, is_tty=False)
 
     def write(self, task, data):
         self.inode._st = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 
-import attrs
 
 from pysc.core.abi import consts as C
 from pysc.core.abi.structs import Stat, dtype_of_mode
@@ -69,7 +68,7 @@ class TmpInode(Inode):
             st.size = 4096 if self.children is None else 40 + 20 * len(self.children)
         elif self.is_symlink():
             st.size = len(self.target)
-        return attrs.evolve(st)
+        return st.copy()
 
     def touch(self, m: bool = True, c: bool = True) -> None:
         t = now_ns()

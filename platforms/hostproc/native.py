@@ -5,7 +5,7 @@ import ctypes
 import ctypes.util
 import os
 
-libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 libc.syscall.restype = ctypes.c_long
 libc.ptrace.restype = ctypes.c_long

@@ -115,18 +115,21 @@ def show(cp: subprocess.CompletedProcess, limit: int = 3000) -> str:
 
 
 def assert_ok(cp: subprocess.CompletedProcess, status: int = 0) -> None:
-    assert cp.returncode == status, f"expected exit status {status}\n{show(cp)}"
+    if cp.returncode != status:
+        raise AssertionError(f"expected exit status {status}\n{show(cp)}")
 
 
 def assert_no_traceback(cp: subprocess.CompletedProcess) -> None:
-    assert "Traceback (most recent call last)" not in (cp.stderr + cp.stdout), \
-        f"pysc printed a Python traceback\n{show(cp)}"
+    if "Traceback (most recent call last)" in (cp.stderr + cp.stdout):
+        raise AssertionError(f"pysc printed a Python traceback\n{show(cp)}")
 
 
 def assert_same(inside: subprocess.CompletedProcess, native: subprocess.CompletedProcess) -> None:
     """Same exit status and the same stdout inside the sandbox as natively."""
-    assert native.returncode == inside.returncode and native.stdout == inside.stdout, (
-        f"sandbox and native differ\n"
+    if native.returncode == inside.returncode and native.stdout == inside.stdout:
+        return
+    raise AssertionError(
+        f"sandbox and native differ: {shlex.join(map(str, native.args))[:300]}\n"
         f"exit status: sandbox {inside.returncode}, native {native.returncode}\n"
         "--- stdout diff (native -> sandbox) ---\n"
         + "".join(difflib.unified_diff(native.stdout.splitlines(True), inside.stdout.splitlines(True),
