@@ -10,6 +10,7 @@ import tempfile
 
 from pysc.core.flags import Config, FlagError, FlagRegistry
 from pysc.core.plugins import call_in_order, make_plugin_manager
+from pysc.core.sandbox_paths import debug_log_path
 
 PROG = "pysc"
 
@@ -95,17 +96,12 @@ commands:
 
 
 def setup_logging(config: Config) -> None:
-    level = logging.DEBUG if config.debug else logging.WARNING
+    # Without --debug, only errors reach the caller's stderr, which the app shares.
+    level = logging.DEBUG if config.debug else logging.ERROR
     handlers: list[logging.Handler] = []
-    debug_log = config.get("debug-log")
+    debug_log = debug_log_path(config, "sentry")
     if debug_log:
-        path = debug_log
-        if path.endswith("/"):
-            os.makedirs(path, exist_ok=True)
-            path = os.path.join(path, f"pysc.sentry.{os.getpid()}.log")
-        path = path.replace("%ID%", str(os.getpid())).replace("%COMMAND%", "do")
-        path = path.replace("%TIMESTAMP%", str(int(__import__("time").time())))
-        handlers.append(logging.FileHandler(path))
+        handlers.append(logging.FileHandler(debug_log))
         level = logging.DEBUG
     elif config.get("log"):
         handlers.append(logging.FileHandler(config.get("log")))

@@ -128,7 +128,7 @@ class Dispatcher:
             result = -C.ENOSYS
             key = NAMES.get(nr, str(nr))
             if key not in self.unknown:
-                log.warning("unsupported syscall %s (%d): ENOSYS", key, nr)
+                log.info("unsupported syscall %s (%d): ENOSYS", key, nr)
             self.unknown[key] = self.unknown.get(key, 0) + 1
         else:
             try:

@@ -119,6 +119,7 @@ class Kernel:
         self.pm.hook.pysc_task_exit(task=task)
         if not tg.tasks:
             tg.exit_status = wait_status
+            tg.exited_wq.notify()
             task.fdtable.close_all() if not any(
                 t.fdtable is task.fdtable for t in self.tasks.values()) else None
             self.thread_groups.pop(tg.pid, None)

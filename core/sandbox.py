@@ -15,6 +15,7 @@ from pysc.core.file import HostFDFile
 from pysc.core.fs.overlay import OverlayFS
 from pysc.core.fs.tmpfs import TmpFS
 from pysc.core.kernel import Kernel
+from pysc.core.sandbox_paths import debug_log_path
 from pysc.core.task import Credentials, FSContext
 from pysc.core.vfs import VFS, Mount, may_access
 
@@ -61,8 +62,8 @@ class Sandbox:
     def build_vfs(self, root_path: str) -> None:
         from pysc.fsproxy.client import start_gofer
         overlay = self.config.overlay2 == "root:memory"
-        log_path = self.config.get("debug-log-gofer") or None
-        self.gofer = start_gofer([(root_path, overlay)], self.workdir, log_path)
+        self.gofer = start_gofer([(root_path, overlay)], self.workdir, debug_log_path(self.config, "gofer"),
+                                 debug=bool(self.config.debug))
         exclusive = self.config.get("file-access") == "exclusive"
         if self.config.directfs:
             from pysc.core.fs.hostfs import HostFS
@@ -155,6 +156,9 @@ class Sandbox:
             task = kernel.new_init(1, creds, fs, fdt, ctx)
             ctx.task = task
 
+        log.info("sandbox: platform %s, network %s, overlay %s, directfs %s; running %r",
+                 self.platform.name, self.config.network, self.config.overlay2, self.config.directfs,
+                 argv)
         new_net = self.config.network == "none"
         self.platform.start(root_path, path, argv, env, new_net, make_init)
         if new_net:
@@ -170,6 +174,7 @@ class Sandbox:
             self.pm.hook.pysc_sandbox_stopped(sandbox=self)
             self.stop()
         status = kernel.exit_status
+        log.info("sandbox: init exited with wait status %s", status)
         return exit_code(status) if status is not None else 128 + signal.SIGKILL
 
     def _forward(self, sig, frame) -> None:

@@ -119,6 +119,7 @@ class ThreadGroup:
         self.comm: bytes = parent.comm if parent else b""
         self.start_time = kernel.clock_ticks()
         self.child_exit = WaitQueue()  # notified when a child changes state
+        self.exited_wq = WaitQueue()  # notified when this process has exited (pidfds)
         self.exit_signal = C.SIGCHLD
         self.platform_data: dict[str, Any] = {}
         if parent is not None:

@@ -684,7 +684,7 @@ class UnixSocket(SocketFile):
             mask |= C.POLLIN | C.POLLRDNORM
         if self.conn_oriented and not self.connected and not self.listening:
             mask |= C.POLLHUP
-        writable = not self.listening and self.wmem < self.sndbuf
+        writable = not self.listening and self.wmem * 4 <= self.sndbuf  # unix_writable()
         if writable and not self.is_stream:
             other = self.peer
             if other is not None and other.peer is not self and other.recvq_full():

@@ -260,6 +260,11 @@ def _fork_gofer(args: list[str], errfd: int, sockfd: int) -> _ForkedGofer:
             os.dup2(errfd, 2)
             keep = os.dup2(sockfd, 3, inheritable=False)
             os.closerange(4, 1 << 16)
+            sys.stdin = open(0, "r", closefd=False)
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
+            import logging
+            logging.root.handlers = []  # the parent's, on fds closed above
             args = [a if a != str(sockfd) else str(keep) for a in args]
             from pysc.fsproxy import server
             code = server.main(args)

@@ -807,7 +807,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Sentry decides when we stop
     if args.log:
         logging.basicConfig(filename=args.log, level=logging.DEBUG if args.debug else logging.INFO,
-                            format="%(asctime)s gofer[%(process)d] %(levelname)s %(message)s")
+                            format="%(asctime)s gofer[%(process)d] %(levelname)s %(message)s",
+                            force=True)  # a forked gofer inherits the parent's handlers
     os.umask(0)  # the Sentry applies the app's umask itself
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

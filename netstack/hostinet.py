@@ -295,10 +295,10 @@ class HostSocket(SocketFile):
         controllen = max(0, min(controllen, 1 << 16))
         if self.is_stream:
             cap = min(n, RECV_CAP)
-            if self.pushback and not hflags & (C.MSG_OOB | 0x2000):
-                return self._recv_pushback(t, n, flags, key, nonblock)
             if hflags & C.MSG_WAITALL and not hflags & C.MSG_PEEK and not nonblock and n > 0:
                 return self._recv_waitall(t, n, flags, key)
+            if self.pushback and not hflags & (C.MSG_OOB | 0x2000):
+                return self._recv_pushback(t, n, flags, key, nonblock)
         else:
             cap = min(n, DGRAM_CAP)
         try:

@@ -8,6 +8,7 @@ from pysc.core.abi import consts as C
 from pysc.core.abi.structs import RLIMIT, pack_utsname
 from pysc.core.dispatch import CONTINUE, s32, syscall
 from pysc.core.errors import SyscallError
+from pysc.core.file import File
 from pysc.core.exec import ExecInfo, exec_fd, resolve_image
 from pysc.core.hookspecs import hookimpl
 from pysc.core.pathutil import read_path, resolve
@@ -125,6 +126,35 @@ def waitid(t, idtype, id_, infop, options, rusage, *_):
         t.ctx.set_arg(0, C.P_PID)
         t.ctx.set_arg(1, tg.pid)
     return CONTINUE
+
+
+class PidFD(File):
+    """A pidfd: readable once its process has exited."""
+
+    def __init__(self, tg, flags):
+        super().__init__(C.O_RDWR | (flags & C.O_NONBLOCK))
+        self.thread_group = tg
+        self.wq = tg.exited_wq
+
+    def poll(self):
+        return C.POLLIN | C.POLLRDNORM if self.thread_group.exit_status is not None else 0
+
+    def read(self, task, count):
+        raise SyscallError(C.EINVAL)
+
+    def path_for_proc(self):
+        return b"anon_inode:[pidfd]"
+
+
+@syscall()
+def pidfd_open(t, pid, flags, *_):
+    pid = s32(pid)
+    if flags & ~C.O_NONBLOCK or pid <= 0:
+        raise SyscallError(C.EINVAL)
+    tg = t.kernel.find_tg(pid)
+    if tg is None:
+        raise SyscallError(C.ESRCH)
+    return t.fdtable.install(PidFD(tg, flags), True)
 
 
 # --- prctl ---

@@ -111,6 +111,9 @@ def _init(root: str, filter_prog: list, hidden_sock: int, exec_path: bytes, argv
         devnull = os.open("/dev/null", os.O_RDWR)
         os.chroot(root)
         os.chdir("/")
+        # Become the namespace's root, which is an unprivileged id on the host.
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
         import fcntl
         hidden = fcntl.fcntl(hidden_sock, fcntl.F_DUPFD, 1000)
         go = fcntl.fcntl(go_r, fcntl.F_DUPFD_CLOEXEC, 1000)
