@@ -103,6 +103,19 @@ class Dispatcher:
 
     def __call__(self, task: "Task", nr: int, args: tuple[int, ...]):
         self.kernel.current = task
+        if self.strace is None and self.enter_hook is None and self.exit_hook is None:
+            # The hot path: no tracing, no policy hooks.
+            try:
+                return self.by_nr[nr](task, *args)
+            except SyscallError as e:
+                return -e.errno
+            except (WouldBlock, TaskGone):
+                raise
+            except Exception:
+                return self._failed(task, nr, args)
+        return self._traced(task, nr, args)
+
+    def _traced(self, task, nr, args):
         strace = self.strace
         if strace is not None and strace.wants(nr):
             strace.enter(task, nr, args)
@@ -116,6 +129,17 @@ class Dispatcher:
             strace.exit(task, nr, args, result)
         return result
 
+    def _failed(self, task, nr, args) -> int:
+        if not 0 <= nr < len(self.by_nr) or self.by_nr[nr] is None:
+            key = NAMES.get(nr, str(nr))
+            if key not in self.unknown:
+                log.info("unsupported syscall %s (%d): ENOSYS", key, nr)
+            self.unknown[key] = self.unknown.get(key, 0) + 1
+            return -C.ENOSYS
+        log.exception("handler for %s crashed (task %s, args %s): the app gets EIO",
+                      NAMES.get(nr, nr), task.tid, [hex(a) for a in args])
+        return -C.EIO
+
     def _run(self, task, nr, args):
         name = None
         if self.enter_hook is not None:
@@ -123,24 +147,14 @@ class Dispatcher:
             for answer in self.enter_hook(task=task, name=name, args=args):
                 if answer is not None:
                     return answer
-        handler = self.by_nr[nr] if 0 <= nr < len(self.by_nr) else None
-        if handler is None:
-            result = -C.ENOSYS
-            key = NAMES.get(nr, str(nr))
-            if key not in self.unknown:
-                log.info("unsupported syscall %s (%d): ENOSYS", key, nr)
-            self.unknown[key] = self.unknown.get(key, 0) + 1
-        else:
-            try:
-                result = handler(task, *args)
-            except SyscallError as e:
-                result = -e.errno
-            except (WouldBlock, TaskGone):
-                raise
-            except Exception:
-                log.exception("handler for %s crashed (task %s, args %s): the app gets EIO",
-                              NAMES.get(nr, nr), task.tid, [hex(a) for a in args])
-                result = -C.EIO
+        try:
+            result = self.by_nr[nr](task, *args)
+        except SyscallError as e:
+            result = -e.errno
+        except (WouldBlock, TaskGone):
+            raise
+        except Exception:
+            result = self._failed(task, nr, args)
         if self.exit_hook is not None:
             self.exit_hook(task=task, name=name or NAMES.get(nr, str(nr)), args=args, result=result)
         return result

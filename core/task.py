@@ -155,6 +155,7 @@ class Task:
         self.exited = False
         self.parked: Any = None  # the platform's record of a blocked call
         self.clear_child_tid = 0
+        self.restart_deadline = None  # (call key, deadline) kept while a timed call is re-run
         tg.tasks.append(self)
 
     @property

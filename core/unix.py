@@ -27,7 +27,7 @@ from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
 from pysc.core.abi import consts as C
-from pysc.core.abi.structs import CMSGHDR, TIMEVAL, UCRED, Stat, cmsg_align, cmsg_space
+from pysc.core.abi.structs import CMSGHDR, TIMEVAL, UCRED, Stat, cmsg_space
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.eventpoll import call_deadline, clear_deadline, expired
 from pysc.core.file import File
@@ -264,7 +264,8 @@ class SocketFile(File):
                 v = 0x7FFFFFFF
             if name == C.SO_RCVLOWAT and v == 0:
                 v = 1
-            self.opts[(C.SOL_SOCKET, name)] = pack_int(v if name in (C.SO_RCVLOWAT, SO_PRIORITY, SO_PEEK_OFF, SO_INCOMING_CPU) else int(bool(v)))
+            valued = name in (C.SO_RCVLOWAT, SO_PRIORITY, SO_PEEK_OFF, SO_INCOMING_CPU)
+            self.opts[(C.SOL_SOCKET, name)] = pack_int(v if valued else int(bool(v)))
         else:
             raise SyscallError(C.ENOPROTOOPT)
 
@@ -334,7 +335,9 @@ class SocketFile(File):
         if expired(deadline):
             clear_deadline(t, key)
             raise SyscallError(C.EAGAIN)
-        raise WouldBlock(queues=queues, deadline=deadline, restart="sys", host_fds=host_fds)
+        # Linux restarts a socket call only when it has no timeout (sock_intr_errno).
+        raise WouldBlock(queues=queues, deadline=deadline, restart="sys" if timeo is None else "nohand",
+                         host_fds=host_fds)
 
     # --- file ---
     def stat(self) -> Stat:
@@ -718,11 +721,12 @@ class UnixSocket(SocketFile):
                 continue
             if typ == C.SCM_RIGHTS:
                 n = len(payload) // 4
-                if n <= 0 or files is not None or n > SCM_MAX_FD:
+                if n <= 0:
+                    continue
+                have = files or []
+                if len(have) + n > SCM_MAX_FD:
                     raise SyscallError(C.EINVAL)
-                files = [t.fdtable.get(fd) for fd in struct.unpack_from(f"<{n}i", payload)]
-                if not files:
-                    files = None
+                files = have + [t.fdtable.get(fd) for fd in struct.unpack_from(f"<{n}i", payload)]
             elif typ == C.SCM_CREDENTIALS:
                 if len(payload) < UCRED.size:
                     raise SyscallError(C.EINVAL)

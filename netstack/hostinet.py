@@ -107,7 +107,8 @@ RECV_FLAGS = C.MSG_OOB | C.MSG_PEEK | C.MSG_TRUNC | C.MSG_WAITALL | 0x2000  # MS
 SIOCATMARK, SIOCGSTAMP, SIOCGSTAMPNS, SIOCOUTQNSD = 0x8905, 0x8906, 0x8907, 0x894B
 SIOCGIFCONF = 0x8912
 IFREQ_GETTERS = {0x8910, 0x8913, 0x8915, 0x8917, 0x8919, 0x891B, 0x891D, 0x8921, 0x8927,
-                 0x8933, 0x8942}  # SIOCGIF{NAME,FLAGS,ADDR,DSTADDR,BRDADDR,NETMASK,METRIC,MTU,HWADDR,INDEX,TXQLEN}
+                 0x8933, 0x8942}
+# SIOCGIF{NAME,FLAGS,ADDR,DSTADDR,BRDADDR,NETMASK,METRIC,MTU,HWADDR,INDEX,TXQLEN}
 IFREQ_SIZE = 40
 
 
@@ -256,7 +257,7 @@ class HostSocket(SocketFile):
                             return sent
                         raise
                     self.tx = (txkey, sent) if txkey is not None else None
-                    raise WouldBlock(queues=[self.wq], deadline=deadline, restart="sys",
+                    raise WouldBlock(queues=[self.wq], deadline=deadline, restart=_restart(self.sndtimeo),
                                      host_fds=((self.fd, C.POLLOUT),)) from None
                 self.tx = None
                 clear_deadline(t, key)
@@ -331,7 +332,7 @@ class HostSocket(SocketFile):
                 if e.errno == C.EAGAIN:
                     deadline = call_deadline(t, key, self.rcvtimeo)
                     if not expired(deadline):
-                        raise WouldBlock(queues=[self.wq], deadline=deadline, restart="sys",
+                        raise WouldBlock(queues=[self.wq], deadline=deadline, restart=_restart(self.rcvtimeo),
                                          host_fds=((self.fd, C.POLLIN),)) from None
                     if not self.pushback:
                         clear_deadline(t, key)
@@ -404,7 +405,8 @@ class HostSocket(SocketFile):
                 raise SyscallError(C.EINVAL)
             length = min(length, 1 << 16)
             data = ctypes.create_string_buffer(max(length, 1))
-            ifc = ctypes.create_string_buffer(struct.pack("<i4xQ", length, ctypes.addressof(data) if ptr else 0), 16)
+            req = struct.pack("<i4xQ", length, ctypes.addressof(data) if ptr else 0)
+            ifc = ctypes.create_string_buffer(req, 16)
             _check(_h_ioctl(self.fd, cmd, ifc))
             got = struct.unpack_from("<i", ifc.raw)[0]
             if ptr:
@@ -419,6 +421,11 @@ class HostSocket(SocketFile):
         except OSError:
             pass
         self.wq.notify()
+
+
+def _restart(timeo) -> str:
+    """Linux restarts a socket call after a signal only when it has no timeout."""
+    return "sys" if timeo is None else "nohand"
 
 
 def _encode_cmsgs(cmsgs) -> bytes:

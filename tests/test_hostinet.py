@@ -110,7 +110,8 @@ def sin(port=0, host="127.0.0.1") -> bytes:
 
 
 def sin6(port=0) -> bytes:
-    return struct.pack("<H", C.AF_INET6) + struct.pack("!HI16sI", port, 0, pysocket.inet_pton(pysocket.AF_INET6, "::1"), 0)
+    loopback = pysocket.inet_pton(pysocket.AF_INET6, "::1")
+    return struct.pack("<H", C.AF_INET6) + struct.pack("!HI16sI", port, 0, loopback, 0)
 
 
 def getname(t, fn, fd):

@@ -14,7 +14,6 @@ from pysc.core.abi import consts as C
 from pysc.core.abi.structs import EPOLL_EVENT, POLLFD, TIMESPEC, TIMEVAL
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.eventfd import EventFD
-from pysc.core.eventpoll import EpollFile
 from pysc.core.fdtable import FDTable
 from pysc.core.file import HostFDFile
 from pysc.core.fs.tmpfs import MemFile, TmpFS

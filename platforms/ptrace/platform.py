@@ -32,6 +32,7 @@ from pysc.platforms.hostproc.native import (
     PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_FORK, PTRACE_EVENT_SECCOMP,
     PTRACE_EVENT_STOP, PTRACE_EVENT_VFORK, PTRACE_GETEVENTMSG, PTRACE_GETREGS, PTRACE_INTERRUPT,
     PTRACE_LISTEN, PTRACE_SEIZE, PTRACE_SETREGS, PTRACE_SYSCALL, ptrace)
+from pysc.platforms.hostproc.native import _ptrace
 
 log = logging.getLogger("pysc.ptrace")
 
@@ -47,6 +48,7 @@ STOP_SIGNALS = (signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 OPTIONS = (native.PTRACE_O_TRACESYSGOOD | native.PTRACE_O_TRACEFORK | native.PTRACE_O_TRACEVFORK
            | native.PTRACE_O_TRACECLONE | native.PTRACE_O_TRACEEXEC | native.PTRACE_O_TRACESECCOMP
            | native.PTRACE_O_EXITKILL)
+SECCOMP_STOP = signal.SIGTRAP | (PTRACE_EVENT_SECCOMP << 8)
 RESTART_ERRNO = {"sys": C.ERESTARTSYS, "nohand": C.ERESTARTNOHAND, "nointr": C.ERESTARTNOINTR}
 
 
@@ -70,6 +72,7 @@ class PtraceContext:
         self.mm = mm
         self.task = None
         self.regs = ptrace_registers_t()
+        self.regs_addr = ctypes.addressof(self.regs)
         self.parked: tuple[int, str] | None = None  # (syscall nr, restart class) while asleep in pause
         self.wake_pending = False
         self.pending_exec = None
@@ -115,6 +118,8 @@ class PtraceContext:
         nr, restart = self.parked
         self.parked = None
         self.wake_pending = False
+        if not retry and self.task is not None:
+            self.task.restart_deadline = None  # a signal ends the call; a new one gets a new timeout
         regs = self.getregs()
         if regs.orig_rax != NR_PAUSE:
             return
@@ -371,6 +376,17 @@ class PtracePlatform:
             self.kernel.task_exited(ctx.task, status)
 
     def event(self, pid: int, status: int) -> None:
+        if status >> 8 == SECCOMP_STOP:  # the hot path: a trapped syscall
+            ctx = self.contexts.get(pid)
+            if ctx is not None:
+                try:
+                    self.syscall(ctx)
+                except (TaskGone, ProcessLookupError):
+                    pass
+                except Exception:
+                    log.exception("tracer: error handling a syscall of %d", pid)
+                    ctx.cont()
+                return
         if os.WIFEXITED(status) or os.WIFSIGNALED(status):
             self.exited(pid, status)
             return
@@ -412,12 +428,13 @@ class PtracePlatform:
 
     # --- events ---
     def syscall(self, ctx: PtraceContext) -> None:
-        regs = ctx.getregs()
+        tid, regs, addr = ctx.tid, ctx.regs, ctx.regs_addr
+        if _ptrace(PTRACE_GETREGS, tid, 0, addr) == -1:
+            return  # gone
         nr = regs.orig_rax
-        args = (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
         task = ctx.task
         try:
-            result = self.kernel.dispatch(task, nr, args)
+            result = self.kernel.dispatch(task, nr, (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9))
         except WouldBlock as wb:
             self.kernel.park(task, wb)
             ctx.park(nr, wb.restart)
@@ -425,11 +442,10 @@ class PtracePlatform:
         except TaskGone:
             return
         if result is not CONTINUE:
-            regs = ctx.regs
             regs.orig_rax = MASK64
             regs.rax = result & MASK64
-            ctx.setregs()
-        ctx.cont()
+            _ptrace(PTRACE_SETREGS, tid, 0, addr)
+        _ptrace(PTRACE_CONT, tid, 0, 0)
         if ctx.deferred_signals:  # held back during injected calls: raise them again
             for s in ctx.deferred_signals:
                 try:
