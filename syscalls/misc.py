@@ -34,7 +34,7 @@ def sysinfo(t, buf, *_):
 @syscall()
 def syslog(t, typ, buf, length, *_):
     typ, length = s32(typ), s32(length)
-    text = ("\n".join(t.kernel.syslog_lines) + "\n").encode()
+    text = "".join(f"<6>{line}\n" for line in t.kernel.syslog_lines).encode()  # KERN_INFO records
     if typ in (2, 3, 4):  # READ, READ_ALL, READ_CLEAR
         if length < 0:
             raise SyscallError(C.EINVAL)

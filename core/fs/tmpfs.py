@@ -234,6 +234,9 @@ class TmpInode(Inode):
             raise SyscallError(C.ENODATA) from None
 
     def setxattr(self, name, value, flags):
+        if not name.startswith((b"user.", b"trusted.")):
+            # No POSIX ACLs or security labels: their users fall back to the mode bits.
+            raise SyscallError(C.EOPNOTSUPP)
         if flags == 1 and name in self.xattrs:  # XATTR_CREATE
             raise SyscallError(C.EEXIST)
         if flags == 2 and name not in self.xattrs:  # XATTR_REPLACE

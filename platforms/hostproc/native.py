@@ -24,6 +24,10 @@ def unshare(flags: int) -> None:
     _check(libc.unshare(flags))
 
 
+def setns(fd: int, nstype: int) -> None:
+    _check(libc.setns(fd, nstype))
+
+
 def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
     return _check(libc.prctl(option, a2, a3, a4, a5))
 

@@ -149,7 +149,7 @@ def enter_netns_of(pid: int) -> None:
     import socket
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.setns(fd, C.CLONE_NEWNET)
+        native.setns(fd, C.CLONE_NEWNET)
     finally:
         os.close(fd)
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1

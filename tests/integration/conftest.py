@@ -70,18 +70,22 @@ def _run(cmd: list[str], *, input=None, timeout=60, cwd=None, env=None) -> subpr
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = "", "(no output: could not collect it after the kill)"
-        cp = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-        pytest.fail(f"timed out after {timeout} s\n{show(cp)}", pytrace=False)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        pass
+    else:
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    # The command and everything it started (same session) are killed; the
+    # test fails showing what was printed so far.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        out, err = proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = "", "(no output: could not collect it after the kill)"
+    cp = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    pytest.fail(f"TIMED OUT after {timeout} s (killed)\n{show(cp)}")
 
 
 def run_pysc(platform: str, *argv, input=None, timeout=60, extra_flags=(), cwd=None,
@@ -110,6 +114,8 @@ def _tail(text: str, limit: int = 3000) -> str:
 def show(cp: subprocess.CompletedProcess, limit: int = 3000) -> str:
     """A result, readable in an assertion message."""
     cmd = cp.args if isinstance(cp.args, str) else shlex.join(map(str, cp.args))
+    if len(cmd) > 1500:
+        cmd = cmd[:1500] + "...(cut)"
     return (f"command: {cmd}\nexit status: {cp.returncode}\n"
             f"--- stdout ---\n{_tail(cp.stdout, limit)}\n--- stderr ---\n{_tail(cp.stderr, limit)}")
 

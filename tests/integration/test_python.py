@@ -12,7 +12,7 @@ import pytest
 from .conftest import PYTHON, assert_same, need, run_native, run_pysc, show
 
 
-def py(platform, source: str, timeout: int = 60, extra_flags=(), expect_lines=None):
+def py(platform, source: str, timeout: int = 30, extra_flags=(), expect_lines=None):
     need(PYTHON)
     source = textwrap.dedent(source)
     native = run_native(PYTHON, "-c", source, timeout=timeout)
@@ -145,7 +145,7 @@ def test_multiprocessing_fork(platform):
             for p in ps: p.start()
             for p in ps: p.join(30)
             print("shared value:", v.value)
-    """, timeout=90)
+    """, timeout=45)
 
 
 def test_select_poll_epoll(platform):
@@ -247,7 +247,7 @@ def test_unix_sockets(platform):
         srv.bind(path)
         srv.listen(5)
         print("path socket exists:", os.path.exists(path), oct(os.stat(path).st_mode >> 12))
-        t = threading.Thread(target=serve, args=(srv,)); t.start()
+        t = threading.Thread(target=serve, args=(srv,), daemon=True); t.start()
         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         c.settimeout(20)
         c.connect(path)
@@ -271,7 +271,7 @@ def test_unix_sockets(platform):
         srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         srv.bind(name)
         srv.listen(5)
-        t = threading.Thread(target=serve, args=(srv, 2)); t.start()
+        t = threading.Thread(target=serve, args=(srv, 2), daemon=True); t.start()
         for msg in (b"abs1", b"abs2"):
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             c.settimeout(20)
@@ -331,16 +331,16 @@ def test_tcp_udp_loopback(platform, network):
                             break
                         buf += chunk
                     c.sendall(b"echo:%d" % len(buf))
-        t = threading.Thread(target=serve); t.start()
+        t = threading.Thread(target=serve, daemon=True); t.start()
         for size in (10, 300000):
             c = socket.create_connection(("127.0.0.1", port), timeout=20)
+            print("tcp peer is the server:", c.getpeername() == ("127.0.0.1", port))
             c.sendall(b"x" * size + b"END")
             c.shutdown(socket.SHUT_WR)
             data = b""
             while chunk := c.recv(100):
                 data += chunk
             print("tcp echo:", data)
-            print("tcp peer is the server:", c.getpeername() == ("127.0.0.1", port))
             c.close()
         t.join(); srv.close()
         probe = socket.socket(); probe.bind(("127.0.0.1", 0)); free = probe.getsockname()[1]; probe.close()
