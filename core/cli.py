@@ -1,7 +1,6 @@
 """The ``pysc`` command line: global flags, then a subcommand (as runsc and runc)."""
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import logging
 import os
@@ -158,6 +157,7 @@ def platform_classes(pm) -> dict:
 
 def cmd_do(pm, config: Config, args: list[str]) -> int:
     from pysc.core.sandbox import Sandbox, SandboxError
+    from pysc.fsproxy.client import GoferError
     cwd = None
     while args and args[0].startswith("-"):
         a = args.pop(0)
@@ -186,6 +186,9 @@ def cmd_do(pm, config: Config, args: list[str]) -> int:
             code = e.args[1] if len(e.args) > 1 else 1
             print(f"pysc: {e.args[0]}", file=sys.stderr)
             return code
+        except GoferError as e:
+            print(f"pysc: the gofer failed: {e}", file=sys.stderr)
+            return 1
 
 
 def main(argv: list[str] | None = None) -> int:

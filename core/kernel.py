@@ -4,7 +4,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import socket
 import time
 from typing import TYPE_CHECKING, Callable

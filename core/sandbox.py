@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import stat as pystat
-import sys
 
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError
@@ -17,7 +16,7 @@ from pysc.core.fs.tmpfs import TmpFS
 from pysc.core.kernel import Kernel
 from pysc.core.sandbox_paths import debug_log_path
 from pysc.core.task import Credentials, FSContext
-from pysc.core.vfs import VFS, Mount, may_access
+from pysc.core.vfs import VFS, Mount
 
 log = logging.getLogger("pysc.sandbox")
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import socket
@@ -181,7 +182,9 @@ def start_gofer(mounts: list[tuple[str, bool]], workdir: str, log_path: str | No
         child.close()
 
     def fail(why: str) -> GoferError:
-        if proc.poll() is None:
+        try:
+            proc.wait(0.5)  # it may be on its way out: report its own status
+        except subprocess.TimeoutExpired:
             proc.kill()
         proc.wait()
         parent.close()
@@ -253,6 +256,10 @@ def _fork_gofer(args: list[str], errfd: int, sockfd: int) -> _ForkedGofer:
     pid = os.fork()
     if pid == 0:
         code = 1
+        # Objects of the parent that own fds (its log handlers, its std
+        # streams) stay referenced until _exit: collecting them would close
+        # fd numbers that, after the dup2s below, belong to the gofer.
+        inherited = [logging.root.handlers, sys.stdin, sys.stdout, sys.stderr]  # noqa: F841
         try:
             devnull = os.open(os.devnull, os.O_RDWR)
             os.dup2(devnull, 0)
@@ -262,15 +269,16 @@ def _fork_gofer(args: list[str], errfd: int, sockfd: int) -> _ForkedGofer:
             os.closerange(4, 1 << 16)
             sys.stdin = open(0, "r", closefd=False)
             sys.stdout = open(1, "w", closefd=False)
-            sys.stderr = open(2, "w", closefd=False)
-            import logging
-            logging.root.handlers = []  # the parent's, on fds closed above
-            args = [a if a != str(sockfd) else str(keep) for a in args]
+            sys.stderr = open(2, "w", closefd=False, buffering=1)
+            logging.root.handlers = []
+            args = list(args)
+            args[args.index("--donate-fd") + 1] = str(keep)
             from pysc.fsproxy import server
             code = server.main(args)
         except BaseException:
             import traceback
             traceback.print_exc()
+            sys.stderr.flush()
         os._exit(code or 0)
     return _ForkedGofer(pid)
 

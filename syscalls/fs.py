@@ -1,7 +1,6 @@
 """Filesystem syscalls: names, paths, metadata (Linux's fs/namei.c, fs/stat.c, ...)."""
 from __future__ import annotations
 
-import os
 import struct
 import sys
 import time
@@ -12,7 +11,7 @@ from pysc.core.dispatch import s32, syscall
 from pysc.core.errors import SyscallError
 from pysc.core.file import File
 from pysc.core.hookspecs import hookimpl
-from pysc.core.pathutil import at_dentry, parent_of, read_path, resolve, resolve_at
+from pysc.core.pathutil import parent_of, read_path, resolve, resolve_at
 from pysc.core.task import CAP_CHOWN, CAP_FOWNER
 from pysc.core.vfs import Dentry, may_access
 

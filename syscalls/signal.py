@@ -11,7 +11,6 @@ from pysc.core.errors import SyscallError
 from pysc.core.hookspecs import hookimpl
 
 import os
-import signal as pysignal
 
 
 @hookimpl

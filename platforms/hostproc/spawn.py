@@ -106,7 +106,6 @@ def _init(root: str, filter_prog: list, hidden_sock: int, exec_path: bytes, argv
           env: dict[bytes, bytes], go_r: int) -> None:
     """In the init process: never returns."""
     try:
-        native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()
         devnull = os.open("/dev/null", os.O_RDWR)
         os.chroot(root)
@@ -114,6 +113,7 @@ def _init(root: str, filter_prog: list, hidden_sock: int, exec_path: bytes, argv
         # Become the namespace's root, which is an unprivileged id on the host.
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+        native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)  # after the id change, which clears it
         import fcntl
         hidden = fcntl.fcntl(hidden_sock, fcntl.F_DUPFD, 1000)
         go = fcntl.fcntl(go_r, fcntl.F_DUPFD_CLOEXEC, 1000)

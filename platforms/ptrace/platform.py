@@ -10,7 +10,6 @@ registers are set so that the kernel's own restart logic re-issues the call.
 from __future__ import annotations
 
 import ctypes
-import errno
 import logging
 import os
 import select

@@ -46,6 +46,7 @@ TEST_ENV = {
     "HOME": "/root" if os.getuid() == 0 else os.environ.get("HOME", "/tmp"),
     "USER": os.environ.get("USER", "root"),
     "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONUNBUFFERED": "1",
 }
 
 

@@ -14,7 +14,10 @@ from .conftest import PYTHON, assert_same, need, run_native, run_pysc, show
 
 def py(platform, source: str, timeout: int = 30, extra_flags=(), expect_lines=None):
     need(PYTHON)
-    source = textwrap.dedent(source)
+    # A watchdog: a script that hangs prints where (on stderr) and exits
+    # before the harness has to kill it.
+    source = (f"import faulthandler; faulthandler.dump_traceback_later({timeout - 8}, exit=True)\n"
+              + textwrap.dedent(source))
     native = run_native(PYTHON, "-c", source, timeout=timeout)
     assert native.returncode == 0, f"the script itself is wrong (native run)\n{show(native)}"
     if expect_lines is not None:
@@ -421,9 +424,23 @@ def test_file_locks(platform):
             print("parent: got lock early (wrong)")
         except OSError:
             print("parent: busy while the child holds it")
-        fcntl.lockf(fd, fcntl.LOCK_EX)
-        print("parent: lock after the child exited")
+        import signal
+        def too_long(s, f):
+            raise TimeoutError
+        signal.signal(signal.SIGALRM, too_long)
+        signal.alarm(5)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)      # woken when the child exits
+            print("parent: blocking lockf granted when the child exited")
+        except TimeoutError:
+            print("parent: blocking lockf NOT granted 5 s after the child's exit")
+        signal.alarm(0)
         os.waitpid(pid, 0)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            print("parent: lock free after the child was reaped")
+        except OSError:
+            print("parent: lock STILL HELD after the child was reaped")
         os.unlink(path)
     """)
 

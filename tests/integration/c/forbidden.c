@@ -100,10 +100,12 @@ static long call(const char *name)
         return syscall(SYS_clock_settime, CLOCK_REALTIME, &ts);
     }
     if (!strcmp(name, "settimeofday"))
-        return syscall(SYS_settimeofday, NULL, NULL) == 0 ? 0 :
-               ({ struct timespec ts; clock_gettime(CLOCK_REALTIME, &ts);
-                  struct { long s, us; } tv = { ts.tv_sec, ts.tv_nsec / 1000 };
-                  syscall(SYS_settimeofday, &tv, NULL); });
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        struct { long s, us; } tv = { ts.tv_sec, ts.tv_nsec / 1000 };
+        return syscall(SYS_settimeofday, &tv, NULL);
+    }
     if (!strcmp(name, "perf_event_open")) {
         unsigned char attr[128];
         memset(attr, 0, sizeof attr);
@@ -121,6 +123,8 @@ static long call(const char *name)
         return do_x32_getpid();
     if (!strcmp(name, "unknown-nr-1000"))
         return syscall(1000);
+    if (!strcmp(name, "nr-minus-1"))
+        return syscall(-1L);
     errno = 0;
     fprintf(stderr, "unknown call %s\n", name);
     exit(3);
@@ -133,7 +137,7 @@ int main(int argc, char **argv)
         "bpf-prog-load", "bpf-map-create", "kexec_load", "kexec_file_load", "open_by_handle_at",
         "init_module", "finit_module", "delete_module", "iopl", "ioperm", "swapon",
         "clock_settime", "settimeofday", "perf_event_open", "process_vm_writev-parent",
-        "int80-getpid", "x32-getpid", "unknown-nr-1000", NULL,
+        "int80-getpid", "x32-getpid", "unknown-nr-1000", "nr-minus-1", NULL,
     };
     const char **list = argc > 1 ? (const char **)argv + 1 : names;
     for (; *list; list++) {

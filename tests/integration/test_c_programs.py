@@ -1,0 +1,77 @@
+"""C programs (tests/integration/c/*.c) compiled with gcc, dynamic and
+static, and run from their build directory below /tmp (which the sandbox
+sees through its root): error paths, threads and futexes, fork/exec/wait
+behave as on Linux; calls no sandboxed program may make never succeed."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .conftest import assert_same, run_native, run_pysc, show
+
+LINKAGE = [pytest.param(False, id="dynamic"), pytest.param(True, id="static")]
+
+
+def run_both(platform, binary, timeout=60):
+    native = run_native(f"./{binary.name}", cwd=binary.parent, timeout=timeout)
+    assert native.returncode == 0, f"the program itself fails natively\n{show(native)}"
+    inside = run_pysc(platform, f"./{binary.name}", cwd=binary.parent, timeout=timeout)
+    assert_same(inside, native)
+    return inside
+
+
+@pytest.mark.parametrize("static", LINKAGE)
+def test_error_paths(platform, cbin, static):
+    """EFAULT, EBADF, EINVAL, ENOTDIR... exactly as the host's Linux answers."""
+    run_both(platform, cbin("errors", static))
+
+
+@pytest.mark.parametrize("static", LINKAGE)
+def test_threads_and_futexes(platform, cbin, static):
+    run_both(platform, cbin("threads", static))
+
+
+@pytest.mark.parametrize("static", LINKAGE)
+def test_fork_exec_wait(platform, cbin, static):
+    run_both(platform, cbin("forkexec", static))
+
+
+FORBIDDEN = ("mount", "mount-bind-root", "umount2-root", "ptrace-traceme", "ptrace-attach-parent",
+             "bpf-prog-load", "bpf-map-create", "kexec_load", "kexec_file_load", "open_by_handle_at",
+             "init_module", "finit_module", "delete_module", "iopl", "ioperm", "swapon",
+             "clock_settime", "settimeofday", "perf_event_open", "process_vm_writev-parent",
+             "int80-getpid", "x32-getpid", "unknown-nr-1000", "nr-minus-1")
+SIGSYS, SIGKILL = 31, 9
+
+
+@pytest.mark.parametrize("static", LINKAGE)
+def test_forbidden_syscalls_never_succeed(platform, cbin, static):
+    """Each call runs in a child: it must fail with an errno or the child must
+    be killed (SIGSYS from the seccomp filter); success is an escape."""
+    binary = cbin("forbidden", static)
+    cp = run_pysc(platform, f"./{binary.name}", cwd=binary.parent)
+    assert cp.returncode in (0, 128 + SIGSYS), show(cp)
+    results = {}
+    for line in cp.stdout.splitlines():
+        m = re.match(r"^(\S+): (.*)$", line)
+        if m:
+            results[m.group(1)] = m.group(2)
+    bad = []
+    for name in FORBIDDEN:
+        res = results.get(name)
+        if res is None:
+            bad.append(f"{name}: no result")
+            continue
+        m = re.match(r"^ret=(-?\d+) errno=(\S+)$", res)
+        if m:
+            if int(m.group(1)) >= 0 or m.group(2) in ("none", "?"):
+                bad.append(f"{name}: SUCCEEDED ({res})")
+        elif (m := re.match(r"^killed by signal (\d+)$", res)):
+            if int(m.group(1)) not in (SIGSYS, SIGKILL):
+                bad.append(f"{name}: killed by unexpected signal {m.group(1)}")
+        else:
+            bad.append(f"{name}: {res}")
+    assert not bad, "\n".join(bad) + "\n" + show(cp)
+    # Unknown syscall numbers get ENOSYS, as DESIGN.md §4 says.
+    assert results.get("unknown-nr-1000") == "ret=-1 errno=ENOSYS", show(cp)
