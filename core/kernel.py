@@ -107,6 +107,7 @@ class Kernel:
         return task
 
     def task_exited(self, task: Task, wait_status: int) -> None:
+        """``task`` is gone (``wait_status`` as waitpid reports it)."""
         if task.exited:
             return
         task.exited = True
@@ -116,23 +117,27 @@ class Kernel:
         if task in tg.tasks:
             tg.tasks.remove(task)
         self.pm.hook.pysc_task_exit(task=task)
-        if not tg.tasks:
-            tg.exit_status = wait_status
-            tg.exited_wq.notify()
-            task.fdtable.close_all() if not any(
-                t.fdtable is task.fdtable for t in self.tasks.values()) else None
-            self.thread_groups.pop(tg.pid, None)
-            if tg.parent is not None and tg in tg.parent.children:
-                tg.parent.children.remove(tg)
-                tg.parent.child_exit.notify()
-            for child in tg.children:  # reparented to init, as Linux does
-                child.parent = self.init
-                if self.init is not None and self.init is not tg:
-                    self.init.children.append(child)
-            if tg is self.init:
-                self.exit_status = wait_status
-        elif not any(t.fdtable is task.fdtable for t in self.tasks.values()):
+        if not any(t.fdtable is task.fdtable for t in self.tasks.values()):
             task.fdtable.close_all()
+        if not tg.tasks:
+            self._thread_group_exited(tg, wait_status)
+
+    def _thread_group_exited(self, tg: ThreadGroup, wait_status: int) -> None:
+        tg.exit_status = wait_status
+        tg.exited_wq.notify()
+        locks = self.objects.get("locks")
+        if locks is not None:
+            locks.release_owner(tg)  # POSIX record locks die with their process
+        self.thread_groups.pop(tg.pid, None)
+        if tg.parent is not None and tg in tg.parent.children:
+            tg.parent.children.remove(tg)
+            tg.parent.child_exit.notify()
+        for child in tg.children:  # reparented to init, as Linux does
+            child.parent = self.init
+            if self.init is not None and self.init is not tg:
+                self.init.children.append(child)
+        if tg is self.init:
+            self.exit_status = wait_status
 
     def exec_done(self, task: Task, info) -> None:
         """The host kernel loaded the new image: apply what exec means to the Sentry's state."""

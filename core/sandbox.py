@@ -20,6 +20,8 @@ from pysc.core.vfs import VFS, Mount
 
 log = logging.getLogger("pysc.sandbox")
 
+TERMINATING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+               signal.SIGUSR2)
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                      signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
 
@@ -56,6 +58,7 @@ class Sandbox:
         self.platform = cls(self.kernel, config)
         self.kernel.platform = self.platform
         self.gofer = None
+        self.killed_by: int | None = None  # a signal to pysc that ended the sandbox
 
     # --- filesystems ---
     def build_vfs(self, root_path: str) -> None:
@@ -174,10 +177,20 @@ class Sandbox:
             self.stop()
         status = kernel.exit_status
         log.info("sandbox: init exited with wait status %s", status)
+        if self.killed_by is not None:
+            return 128 + self.killed_by
         return exit_code(status) if status is not None else 128 + signal.SIGKILL
 
     def _forward(self, sig, frame) -> None:
-        self.platform.signal_init(sig)
+        """A signal to pysc goes to the sandbox's init.  As the init of its pid
+        namespace, it ignores signals it has no handler for; for those that
+        would end an ordinary process, the sandbox is ended instead, so that
+        Ctrl-C and `timeout` work as they do on the command natively."""
+        if sig in TERMINATING and not self.platform.init_handles(sig):
+            self.killed_by = sig
+            self.platform.signal_init(signal.SIGKILL)
+        else:
+            self.platform.signal_init(sig)
 
     def stop(self) -> None:
         if self.gofer is not None:

@@ -508,6 +508,17 @@ class PtracePlatform:
         """Make the Sentry's sockets (hostinet) live in the sandbox's network namespace."""
         enter_netns_of(self.spawned.holder_pid)
 
+    def init_handles(self, sig: int) -> bool:
+        """Whether init has a handler for ``sig`` (read from the host's /proc)."""
+        try:
+            with open(f"/proc/{self.spawned.init_pid}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"SigCgt:"):
+                        return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+        except (OSError, AttributeError):
+            pass
+        return False
+
     def signal_init(self, sig: int) -> None:
         if self.spawned is not None:
             try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -230,3 +232,36 @@ def test_network_host_reaches_host(platform, host_tcp_server):
     cp = run_pysc(platform, PYTHON, "-c", CONNECT, "inet", port, extra_flags=("--network=host",))
     assert (cp.returncode, cp.stdout) == (0, "connected: host says hi\n"), show(cp)
     assert host_tcp_server.accepted == [b"hello from the sandbox"]
+
+
+def _host_processes_with_cmdline(needle: bytes) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def test_nothing_outlives_the_sandbox(platform):
+    """When the first process exits, every process of the sandbox goes too."""
+    need(BUSYBOX)
+    tag = f"{uuid.uuid4().int % 100000 + 100000}.25"   # a unique sleep argument
+    t0 = time.monotonic()
+    cp = run_pysc(platform, BUSYBOX, "sh", "-c", f"sleep {tag} & (sleep {tag} &) ; echo started", timeout=30)
+    elapsed = time.monotonic() - t0
+    assert (cp.returncode, cp.stdout) == (0, "started\n"), show(cp)
+    assert elapsed < 15, f"pysc waited {elapsed:.1f} s for processes its init did not wait for"
+    time.sleep(0.5)
+    left = _host_processes_with_cmdline(b"sleep\0" + tag.encode())
+    for pid in left:   # ours: started by this test's sandbox
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, f"sandbox processes survived the sandbox: host pids {left}"

@@ -370,7 +370,7 @@ def test_tcp_udp_loopback(platform, network):
 
 def test_file_locks(platform):
     py(platform, """
-        import os, fcntl, tempfile, time
+        import os, fcntl, tempfile, time, select, signal
         fd, path = tempfile.mkstemp(dir="/tmp")
         os.write(fd, b"0123456789")
         r1, w1 = os.pipe()   # child -> parent
@@ -396,7 +396,7 @@ def test_file_locks(platform):
             fcntl.flock(f, fcntl.LOCK_EX)
             fcntl.lockf(f, fcntl.LOCK_EX, 5, 0)
             os.write(w1, b"child: blocking locks acquired\\n")
-            os._exit(0)
+            os._exit(0)                 # exits holding both locks
 
         fcntl.flock(fd, fcntl.LOCK_EX)
         fcntl.lockf(fd, fcntl.LOCK_EX, 5, 0)
@@ -410,7 +410,18 @@ def test_file_locks(platform):
         print(os.read(r1, 200).decode().strip())
         _, st = os.waitpid(pid, 0)
         print("child status:", st)
-        # A lock held by a child blocks the parent until the child exits.
+        # The child's exit released its locks.
+        for name, op in (("flock", lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)),
+                         ("lockf", lambda: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 0))):
+            try:
+                op()
+                print(f"{name} free after the holder exited")
+            except OSError:
+                print(f"{name} STILL HELD after the holder exited")
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0)
+
+        # A blocking lockf in the parent is granted when the holder exits.
         pid = os.fork()
         if pid == 0:
             f = os.open(path, os.O_RDWR)
@@ -418,29 +429,27 @@ def test_file_locks(platform):
             os.write(w1, b"L")
             time.sleep(0.3)
             os._exit(0)
-        os.read(r1, 1)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            print("parent: got lock early (wrong)")
-        except OSError:
-            print("parent: busy while the child holds it")
-        import signal
-        def too_long(s, f):
-            raise TimeoutError
-        signal.signal(signal.SIGALRM, too_long)
-        signal.alarm(5)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)      # woken when the child exits
-            print("parent: blocking lockf granted when the child exited")
-        except TimeoutError:
-            print("parent: blocking lockf NOT granted 5 s after the child's exit")
-        signal.alarm(0)
+        if not select.select([r1], [], [], 5)[0]:
+            print("child could not take a free lock within 5 s")
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.read(r1, 1)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                print("parent: got lock early (wrong)")
+            except OSError:
+                print("parent: busy while the child holds it")
+            def too_long(s, f):
+                raise TimeoutError
+            signal.signal(signal.SIGALRM, too_long)
+            signal.alarm(5)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+                print("parent: blocking lockf granted when the child exited")
+            except TimeoutError:
+                print("parent: blocking lockf NOT granted 5 s after the child's exit")
+            signal.alarm(0)
         os.waitpid(pid, 0)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            print("parent: lock free after the child was reaped")
-        except OSError:
-            print("parent: lock STILL HELD after the child was reaped")
         os.unlink(path)
     """)
 
