@@ -78,6 +78,8 @@ def do_open(t, dirfd: int, path: bytes, flags: int, mode: int, resolve_flags: in
     acc = flags & C.O_ACCMODE
     if acc == 3 and not flags & C.O_PATH:
         raise SyscallError(C.EINVAL)
+    if flags & C.O_CREAT and flags & C.O_DIRECTORY:
+        raise SyscallError(C.EINVAL)  # as Linux since 6.4
     vfs = t.kernel.vfs
     created = False
     if flags & C.O_TMPFILE == C.O_TMPFILE:
@@ -372,6 +374,8 @@ def unlinkat(t, dirfd, path, flags, *_):
 
 def _unlinkat(t, dirfd, path_addr, flags):
     path = read_path(t, path_addr)
+    if flags & C.AT_REMOVEDIR and path.startswith(b"/") and not path.strip(b"/"):
+        raise SyscallError(C.EBUSY)  # the root
     parent, name = parent_of(t, dirfd, path)
     if flags & C.AT_REMOVEDIR:
         if name == b".":
