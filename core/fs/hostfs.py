@@ -94,6 +94,17 @@ class HostInode(Inode):
         self._children.pop(name, None)
         self._st = None
 
+    def revalidate(self) -> bool:
+        """With --file-access=shared, something else may have replaced or
+        removed this name since the VFS cached it."""
+        if self.fs.exclusive or self.parent is None:
+            return True
+        try:
+            st = os.stat(self.name, dir_fd=self.parent.dirfd(), follow_symlinks=False)
+        except OSError:
+            return False
+        return self._st is None or (st.st_ino == self._st.st_ino and st.st_dev == self._st.st_dev)
+
     # --- Inode ---
     def stat(self) -> Stat:
         st = self._st

@@ -203,3 +203,35 @@ def test_signal_forwarded_to_the_command(platform, sig):
     assert (proc.returncode, cp.stdout) == (42, f"ready\ngot {sig.name}\n"), show(cp)
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert_no_traceback(cp)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_ends_a_sandbox_whose_init_has_no_handler(platform, sig):
+    """Ctrl-C or SIGTERM to pysc ends the sandbox even when its init ignores
+    the signal (no handler): pysc exits promptly with 128+N."""
+    need(BUSYBOX)
+    proc = subprocess.Popen([*pysc_cmd(), f"--platform={platform}", "do", BUSYBOX, "sh", "-c",
+                             "echo ready; exec sleep 30"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            text=True, env=TEST_ENV, start_new_session=True)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        ready = sel.select(timeout=30) and proc.stdout.readline()
+        sel.close()
+        if ready != "ready\n":
+            raise subprocess.TimeoutExpired(proc.args, 30)
+        time.sleep(0.3)   # let the shell exec sleep
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+        elapsed = time.monotonic() - t0
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=10)
+        pytest.fail(f"pysc did not start, or did not exit within 20 s of {sig.name}\n"
+                    f"stdout: {out[-2000:]}\nstderr: {err[-2000:]}")
+    cp = subprocess.CompletedProcess(proc.args, proc.returncode, "ready\n" + out, err)
+    assert proc.returncode == 128 + sig, show(cp)
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    assert_no_traceback(cp)
