@@ -126,17 +126,33 @@ class Sandbox:
         raise SandboxError(f"{name.decode(errors='replace')}: command not found", 127)
 
     def stdio(self) -> FDTable:
+        """The caller's stdio as the sandbox's fds 0-2; a terminal among them
+        also appears as /dev/pts/0."""
         table = FDTable()
         for fd in (0, 1, 2):
             try:
-                os.fstat(fd)
+                st = os.fstat(fd)
             except OSError:
                 continue
             tty = os.isatty(fd)
             flags = C.O_RDWR if tty else (C.O_RDONLY if fd == 0 else C.O_WRONLY)
-            table.install_at(fd, HostFDFile(reopen_nonblocking(fd), flags,
-                                            name=b"/dev/pts/0" if tty else b"", shared_offset=True))
+            node = self._pts_node(st.st_rdev) if tty else None
+            f = HostFDFile(reopen_nonblocking(fd), flags, inode=node, name=b"/dev/pts/0" if tty else b"",
+                           shared_offset=True)
+            table.install_at(fd, f)
+            if tty:
+                self.kernel.objects["host_ttys"].setdefault(st.st_rdev, f.fd)
         return table
+
+    def _pts_node(self, rdev: int):
+        """The devfs node of the caller's terminal, so that fstat of the
+        terminal and stat of /dev/pts/0 agree (ttyname compares them)."""
+        ttys = self.kernel.objects.setdefault("host_ttys", {})
+        pts = self.kernel.vfs.walk(None, self.kernel.vfs.root, b"/dev/pts").inode
+        if not ttys:
+            pts.mknod(b"0", C.S_IFCHR | 0o620, rdev, Credentials.for_ids(0, 5))
+        node = pts.lookup(b"0")
+        return node if node.stat().rdev == rdev else None
 
     def run(self, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, uid: int, gid: int,
             root_path: str = "/") -> int:

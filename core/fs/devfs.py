@@ -185,7 +185,20 @@ def open_device(rdev: int, flags: int, dentry: "Dentry | None", task: "Task | No
         return cls(flags, dentry)
     if (major, minor) == (5, 0):
         return _open_tty(flags, dentry, task)
+    hostfd = task.kernel.objects.get("host_ttys", {}).get(rdev) if task is not None else None
+    if hostfd is not None:  # the caller's terminal, as /dev/pts/N
+        return _reopen_host_tty(hostfd, flags, dentry)
     raise SyscallError(C.ENXIO)
+
+
+def _reopen_host_tty(hostfd: int, flags: int, dentry) -> File:
+    from pysc.core.file import HostFDFile
+    try:
+        fd = os.open(f"/proc/self/fd/{hostfd}", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise SyscallError(e.errno) from None
+    return HostFDFile(fd, flags & ~C.O_NONBLOCK | (flags & C.O_NONBLOCK), dentry, None,
+                      name=dentry.path() if dentry is not None else b"", seekable=False, is_tty=True)
 
 
 def make_devfs(kernel=None) -> "tuple[TmpFS, Inode]":
