@@ -27,6 +27,7 @@ class FakeKernel:
 
     def __init__(self):
         self.tasks, self.thread_groups, self.current, self.vfs = {}, {}, None, None
+        self.objects = {}
         self.t0 = time.monotonic()
 
     def uptime(self):

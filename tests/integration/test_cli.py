@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +238,20 @@ def test_signal_ends_a_sandbox_whose_init_has_no_handler(platform, sig):
     assert proc.returncode == 128 + sig, show(cp)
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert_no_traceback(cp)
+
+
+def test_no_state_left_behind(platform):
+    """pysc's working directory (gofer socket, logs) goes away with the sandbox."""
+    need(BUSYBOX)
+    # short: the gofer's unix socket path lives below it
+    work = Path(tempfile.mkdtemp(prefix="pysc-it-", dir="/tmp"))
+    try:
+        env = dict(TEST_ENV, TMPDIR=str(work))
+        cp = run_pysc(platform, BUSYBOX, "sh", "-c", "echo hi; exit 4", env=env)
+        assert (cp.returncode, cp.stdout) == (4, "hi\n"), show(cp)
+        cp = run_pysc(platform, "nonexistent-cmd-pysc", env=env)
+        assert cp.returncode == 127, show(cp)
+        left = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+        assert left == [], f"pysc left files in $TMPDIR: {left}"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

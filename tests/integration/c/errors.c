@@ -148,5 +148,6 @@ int main(void)
 
     close(fd);
     unlink(path);
+    unlink("/tmp/pysc-errors-nonexistent");  /* created by kernels before 6.4 */
     return 0;
 }
