@@ -5,11 +5,11 @@ import importlib.metadata
 import logging
 import os
 import sys
-import tempfile
+import shutil
 
 from pysc.core.flags import Config, FlagError, FlagRegistry
 from pysc.core.plugins import call_in_order, make_plugin_manager
-from pysc.core.sandbox_paths import debug_log_path
+from pysc.core.sandbox_paths import debug_log_path, do_workdir
 
 PROG = "pysc"
 
@@ -178,7 +178,8 @@ def cmd_do(pm, config: Config, args: list[str]) -> int:
             cwd = "/"
     argv = [os.fsencode(a) for a in args]
     env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
-    with tempfile.TemporaryDirectory(prefix="pysc-do-") as workdir:
+    workdir = do_workdir(config)
+    try:
         try:
             sb = Sandbox(config, pm, workdir)
             return sb.run(argv, env, os.fsencode(cwd), os.getuid(), os.getgid())
@@ -189,6 +190,8 @@ def cmd_do(pm, config: Config, args: list[str]) -> int:
         except GoferError as e:
             print(f"pysc: the gofer failed: {e}", file=sys.stderr)
             return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,9 @@ def build_filter(trace_action: int, delegated: frozenset[str] = DELEGATED) -> li
         ("ld", OFF_ARCH),
         ("jeq", C.AUDIT_ARCH_X86_64, None, "kill"),
         ("ld", OFF_NR),
-        ("jge", C.X32_SYSCALL_BIT, "kill", None),
+        ("jge", C.X32_SYSCALL_BIT, None, "native"),
+        ("jge", C.X32_SYSCALL_BIT + 1024, "enosys", "kill"),  # x32 calls are killed
+        ("label", "native"),
         ("jge", max(NAMES) + 1, "enosys", None),
     ]
     for name in sorted(delegated, key=SYSCALLS.__getitem__):

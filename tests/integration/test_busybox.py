@@ -4,7 +4,6 @@ that groups related checks; every line it prints names what it checks, so a
 diff points at the broken feature."""
 from __future__ import annotations
 
-
 from .conftest import BUSYBOX, assert_same, need, run_native, run_pysc, show
 
 # Every script runs in a fresh directory of its own below /tmp (inside the
