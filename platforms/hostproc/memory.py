@@ -71,7 +71,7 @@ class ProcMemory:
         """A NUL-terminated string; ENAMETOOLONG past ``limit`` bytes."""
         out = b""
         while True:
-            chunk = 256 - (addr & 255)  # never cross a page in one read
+            chunk = 4096 - (addr & 4095)  # to the end of the page: never cross into an unmapped one
             try:
                 data = self.read(addr, chunk)
             except SyscallError:
