@@ -85,6 +85,9 @@ USAGE = """usage: pysc [global flags] COMMAND [args]
 
 commands:
   do CMD [ARG...]      run CMD in a new sandbox whose root is the host's /
+  spec, create, start, run, state, kill, delete, list, ps, events, pause,
+  resume, wait, update
+                       the runc-compatible container commands (OCI bundles)
   flags                list every flag, its default and help
   help syscalls        every x86-64 syscall: implemented, partial, host or missing
   help platforms       the platforms and whether they work here
@@ -106,8 +109,29 @@ def setup_logging(config: Config) -> None:
         handlers.append(logging.FileHandler(config.get("log")))
     else:
         handlers.append(logging.StreamHandler(sys.stderr))
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level, handlers=handlers, format=fmt, force=True)
+    if config.get("log-format") == "json":
+        for h in handlers:
+            h.setFormatter(JSONFormatter())
+    else:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s" if config.get("log") or debug_log \
+            else "pysc: %(message)s"
+        for h in handlers:
+            h.setFormatter(logging.Formatter(fmt))
+    logging.basicConfig(level=level, handlers=handlers, force=True)
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line, {"level", "msg", "time"}, as containerd reads runc's log."""
+
+    def format(self, record):
+        import json
+        import time
+        msg = record.getMessage()
+        if record.exc_info:
+            msg += "\n" + self.formatException(record.exc_info)
+        t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
+            f".{int(record.msecs * 1000):06d}Z"
+        return json.dumps({"level": record.levelname.lower(), "msg": msg, "time": t})
 
 
 def cmd_flags(reg: FlagRegistry, args: list[str]) -> int:
@@ -218,6 +242,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if cmd == "do":
             return cmd_do(pm, config, args)
+        from pysc.core import runtime
+        if cmd in runtime.COMMANDS:
+            try:
+                return runtime.COMMANDS[cmd](config, pm, args)
+            except runtime.RuntimeError_ as e:
+                logging.getLogger("pysc").error("%s", e)
+                if config.get("log"):  # the message also goes to the caller, as runc does
+                    print(f"pysc: {e}", file=sys.stderr)
+                return e.code
         raise CLIError(f"unknown command {cmd!r} (see `pysc help`)")
     except CLIError as e:
         print(f"pysc: {e}", file=sys.stderr)

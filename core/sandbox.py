@@ -61,36 +61,46 @@ class Sandbox:
         self.killed_by: int | None = None  # a signal to pysc that ended the sandbox
 
     # --- filesystems ---
-    def build_vfs(self, root_path: str) -> None:
+    def build_vfs(self, root_path: str, binds=(), root_readonly: bool = False) -> None:
+        """The root (the gofer's first mount, below the overlay unless
+        --overlay2=none), /proc, /dev, /dev/shm, /sys, then ``binds``:
+        [(destination, host source, readonly)] served by the same gofer."""
         from pysc.fsproxy.client import start_gofer
         overlay = self.config.overlay2 == "root:memory"
-        self.gofer = start_gofer([(root_path, overlay)], self.workdir, debug_log_path(self.config, "gofer"),
+        self.gofer = start_gofer([(root_path, overlay)] + [(src, ro) for _, src, ro in binds],
+                                 self.workdir, debug_log_path(self.config, "gofer"),
                                  debug=bool(self.config.debug))
-        exclusive = self.config.get("file-access") == "exclusive"
-        if self.config.directfs:
-            from pysc.core.fs.hostfs import HostFS
-            lower = HostFS(self.gofer.root_fds[0], readonly=overlay, exclusive=exclusive, source=root_path)
-        else:
-            lower = self.gofer.filesystem(0, readonly=overlay, exclusive=exclusive)
+        lower = self._gofer_fs(0, root_path, overlay)
         if overlay:
             fs = OverlayFS(lower.root)
-            root = Mount(fs, fs.root, b"/", "none", "overlay", "rw")
+            root = Mount(fs, fs.root, b"/", "none", "overlay", "rw", readonly=root_readonly)
         else:
             fs = lower
-            root = Mount(fs, fs.root, b"/", root_path, "9p", "rw")
+            root = Mount(fs, fs.root, b"/", root_path, "9p", "rw", readonly=root_readonly)
         vfs = VFS(root)
         self.kernel.vfs = vfs
         fstypes = {}
         for result in self.pm.hook.pysc_filesystems():
             fstypes.update(result)
         self.mount(b"/proc", "proc", fstypes["proc"](self.kernel), "proc")
-        dev = fstypes["devfs"](self.kernel)
-        self.mount(b"/dev", "devfs", dev, "tmpfs", "mode=755")
+        self.mount(b"/dev", "devfs", fstypes["devfs"](self.kernel), "tmpfs", "mode=755")
         self.mount(b"/dev/shm", "tmpfs", TmpFS(mode=0o1777), "tmpfs", "mode=1777")
         self.mount(b"/sys", "sysfs", fstypes["sysfs"](self.kernel), "sysfs", readonly=True)
+        for i, (dest, src, ro) in enumerate(binds, start=1):
+            fs = self._gofer_fs(i, src, ro)
+            self.mount(os.fsencode(dest), src, fs, "9p", "bind", readonly=ro, create=True)
+
+    def _gofer_fs(self, index: int, source: str, readonly: bool):
+        exclusive = self.config.get("file-access") == "exclusive"
+        if self.config.directfs:
+            from pysc.core.fs.hostfs import HostFS
+            return HostFS(self.gofer.root_fds[index], readonly=readonly, exclusive=exclusive, source=source)
+        return self.gofer.filesystem(index, readonly=readonly, exclusive=exclusive)
 
     def mount(self, path: bytes, source: str, fs, fstype: str, options: str = "rw",
-              readonly: bool = False) -> None:
+              readonly: bool = False, create: bool = False) -> None:
+        """Mount ``fs`` at ``path``; with ``create``, make the directory if missing
+        (in the overlay: the host's rootfs is not touched)."""
         if isinstance(fs, tuple):
             fs, root = fs
         else:
@@ -98,12 +108,31 @@ class Sandbox:
         vfs = self.kernel.vfs
         try:
             d = vfs.walk(None, vfs.root, path)
-            if not d.inode.is_dir():
-                raise SyscallError(C.ENOTDIR)
         except SyscallError:
-            log.warning("cannot mount %s at %s: no such directory", fstype, path.decode())
-            return
+            if not create:
+                log.warning("cannot mount %s at %s: no such directory", fstype, path.decode())
+                return
+            d = self._make_dirs(path)
+        if not d.inode.is_dir() and root.is_dir():
+            raise SandboxError(f"cannot mount {source} at {path.decode()}: not a directory")
         vfs.mount(path, Mount(fs, root, path, source, fstype, options, readonly))
+
+    def _make_dirs(self, path: bytes):
+        vfs = self.kernel.vfs
+        d = vfs.root
+        creds = Credentials.for_ids(0, 0)
+        for name in [p for p in path.split(b"/") if p]:
+            try:
+                d = vfs.child(d, name)
+            except SyscallError:
+                try:
+                    d.inode.mkdir(name, 0o755, creds)
+                except SyscallError as e:
+                    raise SandboxError(f"cannot create mount point {path.decode()}: "
+                                       f"{os.strerror(e.errno)}") from None
+                d.invalidate(name)
+                d = vfs.child(d, name)
+        return d
 
     # --- the first process ---
     def find_command(self, name: bytes, path_env: bytes, cwd) -> bytes:
@@ -156,18 +185,28 @@ class Sandbox:
 
     def run(self, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, uid: int, gid: int,
             root_path: str = "/") -> int:
+        """`pysc do`: boot, run until init exits, return its exit code."""
+        creds = Credentials.for_ids(uid, gid, tuple(os.getgroups()) if uid == os.getuid() else ())
+        self.boot(root_path, argv, env, cwd, creds, new_net=self.config.network == "none")
+        return self.serve()
+
+    def boot(self, root_path: str, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes,
+             creds: Credentials, *, mounts=(), tmpfs=(), root_readonly: bool = False, new_net: bool = False,
+             netns_path: str | None = None, hold: bool = False, umask: int = 0o022) -> None:
+        """Build the sandbox and spawn its init, which waits before exec if ``hold``."""
         if self.config.get("pin-cpu") and self.platform.name == "ptrace":
             pin_to_one_cpu()
-        self.build_vfs(root_path)
+        self.build_vfs(root_path, mounts, root_readonly)
+        for dest, ro in tmpfs:
+            self.mount(os.fsencode(dest), "tmpfs", TmpFS(mode=0o1777), "tmpfs", readonly=ro, create=True)
         vfs = self.kernel.vfs
         try:
             cwd_d = vfs.walk(None, vfs.root, cwd)
         except SyscallError:
             cwd_d = vfs.root
         path = self.find_command(argv[0], env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin"), cwd_d)
-        creds = Credentials.for_ids(uid, gid, tuple(os.getgroups()) if uid == os.getuid() else ())
         fdt = self.stdio()
-        fs = FSContext(vfs.root, cwd_d, 0o022)
+        fs = FSContext(vfs.root, cwd_d, umask)
         kernel = self.kernel
 
         def make_init(ctx):
@@ -177,10 +216,18 @@ class Sandbox:
         log.info("sandbox: platform %s, network %s, overlay %s, directfs %s; running %r",
                  self.platform.name, self.config.network, self.config.overlay2, self.config.directfs,
                  argv)
-        new_net = self.config.network == "none"
-        self.platform.start(root_path, path, argv, env, new_net, make_init)
+        self.platform.start(root_path, path, argv, env, new_net, make_init, hold=hold)
         if new_net:
             self.platform.enter_netns()
+        elif netns_path:
+            enter_netns_path(netns_path)
+
+    def release(self) -> None:
+        self.platform.release()
+
+    def serve(self) -> int:
+        """Run the app until init exits; returns its exit code (128+N for signal N)."""
+        kernel = self.kernel
         old = {s: signal.signal(s, self._forward) for s in FORWARDED_SIGNALS}
         self.pm.hook.pysc_sandbox_started(sandbox=self)
         try:
@@ -212,6 +259,18 @@ class Sandbox:
         if self.gofer is not None:
             self.gofer.stop()
             self.gofer = None
+
+
+def enter_netns_path(path: str) -> None:
+    """Make the Sentry's inet sockets live in the network namespace at ``path``."""
+    from pysc.platforms.hostproc import native
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        native.setns(fd, C.CLONE_NEWNET)
+    except OSError as e:
+        raise SandboxError(f"cannot join the network namespace {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def reopen_nonblocking(fd: int) -> int:

@@ -162,13 +162,16 @@ class HostInode(Inode):
             self._writable()
             self._st = None
         hostflags = (flags & OPEN_PASS & ~C.O_NONBLOCK) | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = host_call(os.open, self.name, hostflags, dir_fd=self.parent.dirfd())
-        return HostFile(fd, flags, dentry, self)
+        return HostFile(self._open_host(hostflags), flags, dentry, self)
+
+    def _open_host(self, hostflags: int) -> int:
+        if self.parent is None:  # a mount of a single file: reopen the donated O_PATH fd
+            return host_call(os.open, f"/proc/self/fd/{self._dirfd}", hostflags & ~os.O_NOFOLLOW)
+        return host_call(os.open, self.name, hostflags, dir_fd=self.parent.dirfd())
 
     def host_file(self) -> int:
         """A read-only host fd of this file (for exec)."""
-        return host_call(os.open, self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         dir_fd=self.parent.dirfd())
+        return self._open_host(os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
     # --- modifications (only without the overlay, or on writable bind mounts) ---
     def _new_child(self, name: bytes) -> "HostInode":

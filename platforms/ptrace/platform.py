@@ -277,8 +277,9 @@ class PtracePlatform:
 
     # --- start ---
     def start(self, root: str, exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
-              new_net: bool, make_init) -> None:
-        """Spawn init; ``make_init(ctx)`` creates its Task."""
+              new_net: bool, make_init, hold: bool = False) -> None:
+        """Spawn init; ``make_init(ctx)`` creates its Task.  With ``hold``, init
+        waits before its first exec until release() (OCI create, then start)."""
         prog = seccomp.build_filter(seccomp.SECCOMP_RET_TRACE)
         sp = spawn_init(root, prog, new_net, self.fd_sock_peer.fileno(), exec_path, argv, env)
         self.spawned = sp
@@ -287,8 +288,22 @@ class PtracePlatform:
         ctx = PtraceContext(self, sp.init_pid, MM(sp.init_pid))
         self.contexts[sp.init_pid] = ctx
         make_init(ctx)
-        os.write(sp.go_fd, b"g")
-        os.close(sp.go_fd)
+        if not hold:
+            self.release()
+
+    def release(self) -> None:
+        """Let init install its filter and exec the app (any thread may call this)."""
+        sp = self.spawned
+        if sp is not None and sp.go_fd >= 0:
+            fd, sp.go_fd = sp.go_fd, -1
+            try:
+                os.write(fd, b"g")
+            finally:
+                os.close(fd)
+
+    def host_pids(self) -> list[int]:
+        """Host pids of every app thread (for signals and statistics)."""
+        return list(self.contexts)
 
     # --- the loop ---
     def run(self) -> None:

@@ -1,0 +1,219 @@
+"""The control protocol between the `pysc` command and a running sandbox:
+every message type, their msgpack wire form, the sandbox's server thread and
+the client.  Carried by ZeroMQ over an ipc socket in the container's state dir."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING, Callable
+
+import attrs
+import msgpack
+
+if TYPE_CHECKING:
+    from pysc.core.sandbox import Sandbox
+
+log = logging.getLogger("pysc.control")
+
+
+class ControlError(Exception):
+    pass
+
+
+# --- messages: requests ---
+@attrs.define
+class Start:
+    pass
+
+
+@attrs.define
+class Kill:
+    signal: int
+    all: bool = False
+
+
+@attrs.define
+class Ps:
+    pass
+
+
+@attrs.define
+class Stats:
+    pass
+
+
+@attrs.define
+class Pause:
+    pass
+
+
+@attrs.define
+class Resume:
+    pass
+
+
+# --- messages: replies ---
+@attrs.define
+class Ok:
+    pass
+
+
+@attrs.define
+class Error:
+    message: str
+
+
+@attrs.define
+class Processes:
+    processes: list  # [pid, ppid, uid, comm, cmdline] per process, sandbox pids
+
+
+@attrs.define
+class StatsReply:
+    stats: dict
+
+
+MESSAGES = {cls.__name__: cls for cls in (Start, Kill, Ps, Stats, Pause, Resume, Ok, Error, Processes,
+                                          StatsReply)}
+
+
+def encode(msg) -> bytes:
+    return msgpack.packb([type(msg).__name__, attrs.asdict(msg)])
+
+
+def decode(data: bytes):
+    try:
+        name, fields = msgpack.unpackb(data)
+        return MESSAGES[name](**fields)
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as e:
+        raise ControlError(f"bad control message: {e}") from None
+
+
+# --- the server, a thread in the sandbox process ---
+class ControlServer:
+    """Answers requests with the sandbox's state.  It only reads kernel
+    objects and sends host signals, which is safe beside the tracer thread."""
+
+    def __init__(self, address: str, sandbox: "Sandbox", on_state: Callable[[str], None]):
+        import zmq
+        self.sandbox = sandbox
+        self.on_state = on_state
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(address)
+        self.thread = threading.Thread(target=self._serve, name="pysc-control", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import zmq
+        try:
+            self._loop(zmq)
+        finally:
+            self.sock.close(0)  # only this thread touches the socket
+
+    def _loop(self, zmq) -> None:
+        while True:
+            try:
+                data = self.sock.recv()
+            except zmq.ZMQError:  # ETERM: close() was called
+                return
+            try:
+                reply = self.handle(decode(data))
+            except Exception as e:  # never let a request kill the sandbox
+                log.exception("control request failed")
+                reply = Error(str(e))
+            try:
+                self.sock.send(encode(reply))
+            except zmq.ZMQError:
+                return
+
+    def handle(self, msg):
+        sb = self.sandbox
+        if isinstance(msg, Start):
+            sb.release()
+            self.on_state("running")
+            return Ok()
+        if isinstance(msg, Kill):
+            pids = sb.platform.host_pids() if msg.all else [sb.platform.spawned.init_pid]
+            for pid in pids:
+                try:
+                    os.kill(pid, msg.signal)
+                except ProcessLookupError:
+                    pass
+            return Ok()
+        if isinstance(msg, (Pause, Resume)):
+            sig = signal.SIGSTOP if isinstance(msg, Pause) else signal.SIGCONT
+            for pid in sb.platform.host_pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            self.on_state("paused" if isinstance(msg, Pause) else "running")
+            return Ok()
+        if isinstance(msg, Ps):
+            procs = []
+            for tg in list(sb.kernel.thread_groups.values()):
+                leader = tg.leader
+                procs.append([tg.pid, tg.parent.pid if tg.parent else 0,
+                              leader.creds.uid if leader else 0, tg.comm.decode(errors="replace"),
+                              _cmdline(leader)])
+            return Processes(sorted(procs))
+        if isinstance(msg, Stats):
+            return StatsReply(_stats(sb))
+        return Error(f"unknown request {type(msg).__name__}")
+
+    def close(self) -> None:
+        """Stop serving: terminating the context makes the thread's recv fail."""
+        self.ctx.term()
+        self.thread.join(5)
+
+
+def _cmdline(task) -> str:
+    try:
+        with open(f"/proc/{task.ctx.tid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").strip().decode(errors="replace")
+    except (OSError, AttributeError):
+        return ""
+
+
+def _stats(sb) -> dict:
+    """cpu (ns), memory (bytes) and pids of the container, as `events --stats` shows."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = rss = 0
+    pids = sb.platform.host_pids()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) * 10**9 // ticks
+            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            pass
+    return {"cpu": {"usage": {"total": cpu}}, "memory": {"usage": {"usage": rss}},
+            "pids": {"current": len(sb.kernel.thread_groups)}}
+
+
+# --- the client ---
+def request(address: str, msg, timeout: float = 10.0):
+    import zmq
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+    try:
+        sock.connect(address)
+        sock.send(encode(msg))
+        reply = decode(sock.recv())
+    except zmq.ZMQError as e:
+        raise ControlError(f"the sandbox does not answer ({e})") from None
+    finally:
+        sock.close(0)
+    if isinstance(reply, Error):
+        raise ControlError(reply.message)
+    return reply

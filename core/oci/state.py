@@ -1,0 +1,110 @@
+"""A container's record under --root: ROOT/ID/state.json, and its lifecycle."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+
+import attrs
+
+OCI_VERSION = "1.0.2"
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+
+class StateError(Exception):
+    """A clear message for the user; nothing was changed."""
+
+
+@attrs.define
+class ContainerState:
+    id: str
+    bundle: str
+    pid: int = 0
+    status: str = "creating"  # creating, created, running, paused, stopped
+    created: str = ""
+    annotations: dict = attrs.field(factory=dict)
+    exit_status: int | None = None
+    rootless: bool = False
+
+    def oci(self) -> dict:
+        """The OCI state as `pysc state` prints it."""
+        out = {"ociVersion": OCI_VERSION, "id": self.id, "pid": self.pid if self.status != "stopped" else 0,
+               "status": self.status, "bundle": self.bundle, "rootfs": "", "created": self.created,
+               "owner": ""}
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+
+def container_dir(root: str, cid: str) -> str:
+    return os.path.join(root, cid)
+
+
+def control_address(root: str, cid: str) -> str:
+    return "ipc://" + os.path.join(container_dir(root, cid), "control.sock")
+
+
+def check_id(cid: str) -> None:
+    if not ID_RE.match(cid):
+        raise StateError(f"invalid container id {cid!r}: use letters, digits and _.+- (up to 128)")
+
+
+def reserve(root: str, cid: str, bundle: str, annotations: dict) -> ContainerState:
+    """Claim ``cid`` (mkdir is atomic): a second create of the same id fails."""
+    check_id(cid)
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    try:
+        os.mkdir(container_dir(root, cid), 0o711)
+    except FileExistsError:
+        raise StateError(f"container {cid!r} already exists") from None
+    st = ContainerState(cid, bundle, created=time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+                        annotations=dict(annotations))
+    save(root, st)
+    return st
+
+
+def save(root: str, st: ContainerState) -> None:
+    path = os.path.join(container_dir(root, st.id), "state.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(attrs.asdict(st), f)
+    os.replace(tmp, path)
+
+
+def load(root: str, cid: str) -> ContainerState:
+    """The container's state, with 'stopped' when its sandbox process is gone."""
+    check_id(cid)
+    try:
+        with open(os.path.join(container_dir(root, cid), "state.json")) as f:
+            st = ContainerState(**json.load(f))
+    except FileNotFoundError:
+        raise StateError(f"container {cid!r} does not exist") from None
+    except (ValueError, TypeError) as e:
+        raise StateError(f"container {cid!r}: unreadable state ({e})") from None
+    if st.status not in ("stopped", "creating") and not pid_alive(st.pid):
+        st.status = "stopped"
+    return st
+
+
+def remove(root: str, cid: str) -> None:
+    shutil.rmtree(container_dir(root, cid), ignore_errors=True)
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    return [n for n in names if ID_RE.match(n) and os.path.exists(os.path.join(root, n, "state.json"))]
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,521 @@
+"""The runc-compatible commands: create, start, run, state, kill, delete,
+list, ps, events, pause, resume, wait, update, spec.
+
+Each container is one sandbox process (the Sentry with its gofer and the
+app), detached from the command that created it, and recorded under --root.
+Its host pid goes to --pid-file: it lives exactly as long as the container's
+init and exits with its status, which is what a runc shim reaps."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from pysc.core import control
+from pysc.core.oci import state as S
+from pysc.core.sandbox_paths import state_dir
+
+log = logging.getLogger("pysc.runtime")
+
+STATE_POLL = 0.05
+
+
+class RuntimeError_(Exception):
+    """A clear message for the user, and a non-zero exit."""
+
+    def __init__(self, msg: str, code: int = 1):
+        super().__init__(msg)
+        self.code = code
+
+
+# --- argument parsing, runc's spellings ---
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise RuntimeError_(f"{self.prog}: {message}", 2)
+
+
+def _parser(cmd: str) -> _Parser:
+    return _Parser(prog=f"pysc {cmd}", add_help=True)
+
+
+def parse_signal(text: str) -> int:
+    t = text.upper()
+    if t.isdigit():
+        sig = int(t)
+        if 0 < sig < 65:
+            return sig
+    else:
+        name = t if t.startswith("SIG") else "SIG" + t
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            pass
+    raise RuntimeError_(f"invalid signal {text!r}")
+
+
+# --- building the sandbox of a container ---
+def _creds_of(spec):
+    from pysc.core.task import Credentials
+    user = spec.process.user
+    creds = Credentials.for_ids(user.uid, user.gid, tuple(user.additional_gids))
+    caps = spec.process.capabilities
+    if caps is not None:
+        creds.cap_bounding = caps.bounding_mask
+        creds.cap_effective = caps.effective_mask
+        creds.cap_permitted = caps.permitted_mask
+        creds.cap_inheritable = caps.inheritable_mask
+        creds.cap_ambient = caps.ambient_mask
+    creds.no_new_privs = bool(spec.process.no_new_privileges)
+    return creds
+
+
+def _mounts_of(spec):
+    """(binds [(dest, source, ro)], tmpfs destinations [(dest, ro)]) from config.json."""
+    binds, tmpfs = [], []
+    for m in spec.mounts:
+        if m.type == "bind":
+            binds.append((m.destination, m.source, m.readonly))
+        elif m.type == "tmpfs" and m.destination not in ("/dev", "/dev/shm"):
+            tmpfs.append((m.destination, m.readonly))
+        # proc, sysfs, devpts, mqueue, cgroup and /dev: the Sentry's own.
+    return binds, tmpfs
+
+
+def boot_container(config, pm, spec, workdir: str, hold: bool):
+    from pysc.core.oci.spec import has_network_namespace, network_namespace_path
+    from pysc.core.sandbox import Sandbox
+    sb = Sandbox(config, pm, workdir)
+    proc = spec.process
+    env = {os.fsencode(k): os.fsencode(v) for k, v in proc.env_dict().items()}
+    netns_path = network_namespace_path(spec)
+    new_net = has_network_namespace(spec) and not netns_path
+    if config.network == "none":
+        new_net, netns_path = True, None
+    binds, tmpfs = _mounts_of(spec)
+    sb.kernel.hostname = spec.hostname or sb.kernel.hostname
+    sb.boot(spec.root.path, [os.fsencode(a) for a in proc.args], env, os.fsencode(proc.cwd or "/"),
+            _creds_of(spec), mounts=binds, tmpfs=tmpfs, root_readonly=bool(spec.root.readonly),
+            new_net=new_net and not netns_path, netns_path=netns_path, hold=hold,
+            umask=proc.user.umask if proc.user.umask is not None else 0o022)
+    init = sb.platform.spawned.init_pid
+    for rl in proc.rlimits:
+        res, soft, hard, name = rl.number, rl.soft, rl.hard, rl.type
+        if res == 7:  # RLIMIT_NOFILE is the Sentry's
+            sb.kernel.init.rlimits.set(res, soft, hard)
+            for t in sb.kernel.init.tasks:
+                t.fdtable.limit = min(soft, 1 << 20)
+            continue
+        try:
+            import resource
+            resource.prlimit(init, res, (soft, hard))
+        except (OSError, ValueError) as e:
+            raise RuntimeError_(f"config.json: process.rlimits: {name}: {e}") from None
+    return sb
+
+
+def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: bool,
+                  console_socket: str | None) -> int:
+    """In the container's sandbox process: boot, report, serve, record the end."""
+    st = S.load(root, cid)
+    workdir = S.container_dir(root, cid)
+    try:
+        if console_socket:
+            _attach_console(console_socket)
+        sb = boot_container(config, pm, spec, workdir, hold)
+        st.pid = os.getpid()
+        st.status = "created" if hold else "running"
+        S.save(root, st)
+
+        def on_state(status: str) -> None:
+            st.status = status
+            S.save(root, st)
+
+        server = control.ControlServer(S.control_address(root, cid), sb, on_state)
+        server.start()
+    except BaseException as e:  # reported to `pysc create`, which cleans up
+        msg = str(e.args[0]) if getattr(e, "args", None) else repr(e)
+        log.exception("container %s: start failed", cid)
+        os.write(report_fd, b"error: " + msg.encode(errors="replace"))
+        os.close(report_fd)
+        return 1
+    os.write(report_fd, b"ok")
+    os.close(report_fd)
+    code = sb.serve()
+    st.status = "stopped"
+    st.exit_status = code
+    try:
+        S.save(root, st)
+    except OSError:
+        pass  # deleted meanwhile
+    server.close()
+    return code
+
+
+def _attach_console(path: str) -> None:
+    """terminal: true — a pty whose master goes to the console socket; its
+    slave becomes the container's stdio (and /dev/pts/0 inside)."""
+    master, slave = os.openpty()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+            socket.send_fds(s, [b"/dev/ptmx"], [master])
+    except OSError as e:
+        raise RuntimeError_(f"console socket {path}: {e.strerror}") from None
+    finally:
+        os.close(master)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+    os.setsid()
+    import fcntl
+    import termios
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def create(config, pm, cid: str, bundle: str, pid_file: str | None, console_socket: str | None,
+           hold: bool = True) -> int:
+    from pysc.core.oci.spec import SpecError, load_spec
+    bundle = os.path.abspath(bundle)
+    try:
+        spec = load_spec(bundle)
+    except SpecError as e:
+        raise RuntimeError_(str(e)) from None
+    if spec.process is None:
+        raise RuntimeError_("config.json: process: missing")
+    root = state_dir(config)
+    try:
+        S.reserve(root, cid, bundle, spec.annotations or {})
+    except S.StateError as e:
+        raise RuntimeError_(str(e)) from None
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            if not console_socket:
+                os.setsid()
+            code = _sandbox_main(config, pm, spec, root, cid, w, hold, console_socket)
+        except BaseException:
+            log.exception("sandbox process of %s", cid)
+        finally:
+            os._exit(code)
+    os.close(w)
+    report = b""
+    while True:
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        report += chunk
+    os.close(r)
+    if report != b"ok":
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+        S.remove(root, cid)
+        why = report.decode(errors="replace").removeprefix("error: ") or "the sandbox process died"
+        raise RuntimeError_(f"container {cid}: {why}")
+    if pid_file:
+        _write_pid_file(pid_file, pid)
+    return 0
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)
+
+
+def _running(root: str, cid: str) -> S.ContainerState:
+    try:
+        st = S.load(root, cid)
+    except S.StateError as e:
+        raise RuntimeError_(str(e)) from None
+    if st.status == "stopped":
+        raise RuntimeError_(f"container {cid} is not running")
+    return st
+
+
+def _request(root: str, cid: str, msg):
+    try:
+        return control.request(S.control_address(root, cid), msg)
+    except control.ControlError as e:
+        raise RuntimeError_(f"container {cid}: {e}") from None
+
+
+def wait_stopped(root: str, cid: str, timeout: float | None = None) -> S.ContainerState:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        st = S.load(root, cid)
+        if st.status == "stopped":
+            return st
+        if deadline is not None and time.monotonic() > deadline:
+            return st
+        time.sleep(STATE_POLL)
+
+
+# --- the commands ---
+def cmd_create(config, pm, argv):
+    p = _parser("create")
+    p.add_argument("-b", "--bundle", default=".")
+    p.add_argument("--pid-file")
+    p.add_argument("--console-socket")
+    p.add_argument("--no-pivot", action="store_true")
+    p.add_argument("--no-new-keyring", action="store_true")
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("id")
+    a = p.parse_args(argv)
+    return create(config, pm, a.id, a.bundle, a.pid_file, a.console_socket)
+
+
+def cmd_start(config, pm, argv):
+    p = _parser("start")
+    p.add_argument("id")
+    a = p.parse_args(argv)
+    st = _running(state_dir(config), a.id)
+    if st.status != "created":
+        raise RuntimeError_(f"container {a.id} is {st.status}, not created")
+    _request(state_dir(config), a.id, control.Start())
+    return 0
+
+
+def cmd_run(config, pm, argv):
+    p = _parser("run")
+    p.add_argument("-b", "--bundle", default=".")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("--pid-file")
+    p.add_argument("--console-socket")
+    p.add_argument("--no-pivot", action="store_true")
+    p.add_argument("--no-new-keyring", action="store_true")
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("id")
+    a = p.parse_args(argv)
+    root = state_dir(config)
+    if a.detach:
+        return create(config, pm, a.id, a.bundle, a.pid_file, a.console_socket, hold=False)
+    create(config, pm, a.id, a.bundle, a.pid_file, a.console_socket, hold=False)
+    st = S.load(root, a.id)
+    old = {s: signal.signal(s, lambda sig, _: _forward(st.pid, sig)) for s in
+           (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        code = _wait_pid(st.pid)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    S.remove(root, a.id)
+    return code
+
+
+def _forward(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_pid(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status) if not os.WIFSIGNALED(status) \
+                else 128 + os.WTERMSIG(status)
+        except ChildProcessError:
+            return 1
+
+
+def cmd_state(config, pm, argv):
+    p = _parser("state")
+    p.add_argument("id")
+    a = p.parse_args(argv)
+    try:
+        st = S.load(state_dir(config), a.id)
+    except S.StateError as e:
+        raise RuntimeError_(str(e)) from None
+    print(json.dumps(st.oci(), indent=2))
+    return 0
+
+
+def cmd_kill(config, pm, argv):
+    p = _parser("kill")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("id")
+    p.add_argument("signal", nargs="?", default="TERM")
+    a = p.parse_args(argv)
+    sig = parse_signal(a.signal)
+    root = state_dir(config)
+    _running(root, a.id)
+    _request(root, a.id, control.Kill(sig, a.all))
+    return 0
+
+
+def cmd_delete(config, pm, argv):
+    p = _parser("delete")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("id")
+    a = p.parse_args(argv)
+    root = state_dir(config)
+    try:
+        st = S.load(root, a.id)
+    except S.StateError as e:
+        raise RuntimeError_(str(e)) from None
+    if st.status not in ("stopped", "created") and not a.force:
+        raise RuntimeError_(f"cannot delete container {a.id} that is not stopped: {st.status} "
+                            "(use --force)")
+    if st.status != "stopped":
+        _forward(st.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while S.pid_alive(st.pid) and time.monotonic() < deadline:
+            time.sleep(STATE_POLL)
+    S.remove(root, a.id)
+    return 0
+
+
+def cmd_list(config, pm, argv):
+    p = _parser("list")
+    p.add_argument("-f", "--format", default="table", choices=("table", "json"))
+    p.add_argument("-q", "--quiet", action="store_true")
+    a = p.parse_args(argv)
+    root = state_dir(config)
+    states = []
+    for cid in S.list_ids(root):
+        try:
+            states.append(S.load(root, cid))
+        except S.StateError:
+            continue
+    if a.quiet:
+        for st in states:
+            print(st.id)
+    elif a.format == "json":
+        print(json.dumps([st.oci() for st in states]))
+    else:
+        print(f"{'ID':<20}{'PID':<10}{'STATUS':<10}{'BUNDLE':<40}{'CREATED':<32}OWNER")
+        for st in states:
+            pid = st.pid if st.status != "stopped" else 0
+            print(f"{st.id:<20}{pid:<10}{st.status:<10}{st.bundle:<40}{st.created:<32}root")
+    return 0
+
+
+def cmd_ps(config, pm, argv):
+    p = _parser("ps")
+    p.add_argument("-f", "--format", default="table", choices=("table", "json"))
+    p.add_argument("id")
+    p.add_argument("ps_args", nargs="*")
+    a = p.parse_args(argv)
+    root = state_dir(config)
+    _running(root, a.id)
+    procs = _request(root, a.id, control.Ps()).processes
+    if a.format == "json":
+        print(json.dumps([pr[0] for pr in procs]))
+    else:
+        print(f"{'UID':<8}{'PID':<8}{'PPID':<8}CMD")
+        for pid, ppid, uid, comm, cmdline in procs:
+            print(f"{uid:<8}{pid:<8}{ppid:<8}{cmdline or comm}")
+    return 0
+
+
+def cmd_events(config, pm, argv):
+    p = _parser("events")
+    p.add_argument("--stats", action="store_true")
+    p.add_argument("--interval", default="5s")
+    p.add_argument("id")
+    a = p.parse_args(argv)
+    root = state_dir(config)
+    interval = _duration(a.interval)
+    while True:
+        _running(root, a.id)
+        stats = _request(root, a.id, control.Stats()).stats
+        print(json.dumps({"type": "stats", "id": a.id, "data": stats}), flush=True)
+        if a.stats:
+            return 0
+        time.sleep(interval)
+
+
+def _duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for u in ("ms", "s", "m", "h"):
+        if text.endswith(u) and text[:-len(u)].replace(".", "", 1).isdigit():
+            return float(text[:-len(u)]) * units[u]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    raise RuntimeError_(f"invalid interval {text!r}")
+
+
+def _pause_resume(config, argv, cmd, msg, want):
+    p = _parser(cmd)
+    p.add_argument("id")
+    a = p.parse_args(argv)
+    root = state_dir(config)
+    st = _running(root, a.id)
+    if st.status not in want:
+        raise RuntimeError_(f"container {a.id} is {st.status}")
+    _request(root, a.id, msg)
+    return 0
+
+
+def cmd_pause(config, pm, argv):
+    return _pause_resume(config, argv, "pause", control.Pause(), ("running",))
+
+
+def cmd_resume(config, pm, argv):
+    return _pause_resume(config, argv, "resume", control.Resume(), ("paused",))
+
+
+def cmd_wait(config, pm, argv):
+    p = _parser("wait")
+    p.add_argument("id")
+    a = p.parse_args(argv)
+    try:
+        st = wait_stopped(state_dir(config), a.id)
+    except S.StateError as e:
+        raise RuntimeError_(str(e)) from None
+    code = st.exit_status if st.exit_status is not None else 128 + signal.SIGKILL
+    print(code)
+    return code
+
+
+def cmd_update(config, pm, argv):
+    p = _parser("update")
+    p.add_argument("-r", "--resources")
+    p.add_argument("id")
+    a, _rest = p.parse_known_args(argv)
+    root = state_dir(config)
+    _running(root, a.id)
+    data = {}
+    if a.resources:
+        src = sys.stdin if a.resources == "-" else open(a.resources)
+        with src:
+            try:
+                data = json.load(src)
+            except ValueError as e:
+                raise RuntimeError_(f"update: --resources: invalid JSON: {e}") from None
+    with open(os.path.join(S.container_dir(root, a.id), "resources.json"), "w") as f:
+        json.dump(data, f)
+    return 0
+
+
+def cmd_spec(config, pm, argv):
+    from pysc.core.oci.spec import SpecError, write_default_spec
+    p = _parser("spec")
+    p.add_argument("-b", "--bundle", default=".")
+    p.add_argument("--rootless", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        write_default_spec(a.bundle, rootless=a.rootless)
+    except SpecError as e:
+        raise RuntimeError_(str(e)) from None
+    return 0
+
+
+COMMANDS = {
+    "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
+    "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "events": cmd_events, "pause": cmd_pause,
+    "resume": cmd_resume, "wait": cmd_wait, "update": cmd_update, "spec": cmd_spec,
+}
