@@ -217,3 +217,82 @@ def request(address: str, msg, timeout: float = 10.0):
     if isinstance(reply, Error):
         raise ControlError(reply.message)
     return reply
+
+
+# --- exec: a unix socket, because the caller's stdio travels as fds ---
+class ExecServer:
+    """Starts processes in the running sandbox for `pysc exec`.
+
+    A request is one msgpack map {args, env, cwd, uid, gid, groups} with the
+    caller's stdin, stdout and stderr as SCM_RIGHTS; the reply is {"pid": host
+    pid} or {"error": message}, and later {"exit": code} when the process ends."""
+
+    def __init__(self, path: str, sandbox: "Sandbox"):
+        import socket
+        self.sandbox = sandbox
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        self.thread = threading.Thread(target=self._accept, name="pysc-exec", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        import socket
+        import time
+        from pysc.core.task import Credentials
+        with conn:
+            try:
+                data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                req = msgpack.unpackb(data)
+                creds = Credentials.for_ids(req["uid"], req["gid"], tuple(req.get("groups", ())))
+                env = {k.encode(): v.encode() for k, v in req["env"].items()}
+                argv = [a.encode() for a in req["args"]]
+            except Exception as e:
+                conn.sendall(msgpack.packb({"error": f"bad exec request: {e}"}))
+                return
+            result: dict = {}
+            done = threading.Event()
+
+            def spawn() -> None:  # on the tracer thread
+                try:
+                    result["pid"], result["tg"] = self.sandbox.spawn_exec(
+                        argv, env, req["cwd"].encode(), creds, fds)
+                except Exception as e:
+                    result["error"] = str(e.args[0]) if e.args else repr(e)
+                    for fd in fds:
+                        os.close(fd)
+                done.set()
+
+            self.sandbox.platform.call_soon(spawn)
+            if not done.wait(30):
+                result["error"] = "the sandbox did not start the process"
+            if "error" in result:
+                conn.sendall(msgpack.packb({"error": result["error"]}))
+                return
+            conn.sendall(msgpack.packb({"pid": result["pid"]}))
+            tg = result["tg"]
+            while tg.exit_status is None and self.sandbox.kernel.exit_status is None:
+                time.sleep(0.02)
+            status = tg.exit_status if tg.exit_status is not None else 9
+            code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            try:
+                conn.sendall(msgpack.packb({"exit": code}))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -82,11 +82,16 @@ class Kernel:
 
     # --- tasks ---
     def new_init(self, tid: int, creds: Credentials, fs: FSContext, fdtable: FDTable, ctx) -> Task:
+        task = self.new_process(tid, creds, fs, fdtable, ctx)
+        self.init = task.tg
+        return task
+
+    def new_process(self, tid: int, creds: Credentials, fs: FSContext, fdtable: FDTable, ctx) -> Task:
+        """A process started from outside (init, or `exec` into the sandbox)."""
         tg = ThreadGroup(self, tid, None)
         task = Task(self, tg, tid, creds, fs, fdtable, ctx)
         self.thread_groups[tid] = tg
         self.tasks[tid] = task
-        self.init = tg
         return task
 
     def clone_task(self, parent: Task, tid: int, flags: int, ctx) -> Task:

@@ -137,6 +137,8 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
 
         server = control.ControlServer(S.control_address(root, cid), sb, on_state)
         server.start()
+        execs = control.ExecServer(os.path.join(workdir, "exec.sock"), sb)
+        execs.start()
     except BaseException as e:  # reported to `pysc create`, which cleans up
         msg = str(e.args[0]) if getattr(e, "args", None) else repr(e)
         log.exception("container %s: start failed", cid)
@@ -153,6 +155,7 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
     except OSError:
         pass  # deleted meanwhile
     server.close()
+    execs.close()
     return code
 
 
@@ -514,7 +517,119 @@ def cmd_spec(config, pm, argv):
     return 0
 
 
+def cmd_exec(config, pm, argv):
+    import msgpack
+    from pysc.core.oci.spec import SpecError, load_spec, parse_process
+    p = _parser("exec")
+    p.add_argument("-p", "--process")
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("--pid-file")
+    p.add_argument("--console-socket")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--cwd")
+    p.add_argument("-u", "--user")
+    p.add_argument("-g", "--additional-gids", action="append", default=[])
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("--no-new-privs", action="store_true")
+    p.add_argument("-c", "--cap", action="append", default=[])
+    p.add_argument("id")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    a = p.parse_args(argv)
+    root = state_dir(config)
+    st = _running(root, a.id)
+    try:
+        spec = load_spec(st.bundle, check_paths=False)
+        if a.process:
+            with open(a.process) as f:
+                proc = parse_process(json.load(f))
+        else:
+            proc = spec.process
+    except (SpecError, OSError, ValueError) as e:
+        raise RuntimeError_(f"exec: {e}") from None
+    args = list(proc.args) if a.process else [c for c in a.command if c != "--"]
+    if not args:
+        raise RuntimeError_("exec: no command given")
+    env = proc.env_dict()
+    for item in a.env:
+        k, _, v = item.partition("=")
+        env[k] = v
+    uid, gid = proc.user.uid, proc.user.gid
+    if a.user:
+        u, _, g = a.user.partition(":")
+        try:
+            uid, gid = int(u), int(g) if g else gid
+        except ValueError:
+            raise RuntimeError_(f"exec: --user {a.user}: use UID[:GID]") from None
+    groups = list(proc.user.additional_gids) + [int(x) for x in a.additional_gids]
+    req = {"args": args, "env": env, "cwd": a.cwd or proc.cwd or "/", "uid": uid, "gid": gid,
+           "groups": groups}
+    stdio = [0, 1, 2]
+    pty_slave = None
+    if a.console_socket or a.tty or (a.process and proc.terminal):
+        if not a.console_socket:
+            raise RuntimeError_("exec: a terminal needs --console-socket")
+        master, pty_slave = os.openpty()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as cs:
+                cs.connect(a.console_socket)
+                socket.send_fds(cs, [b"/dev/ptmx"], [master])
+        except OSError as e:
+            raise RuntimeError_(f"exec: console socket {a.console_socket}: {e.strerror}") from None
+        finally:
+            os.close(master)
+        stdio = [pty_slave] * 3
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(os.path.join(S.container_dir(root, a.id), "exec.sock"))
+        socket.send_fds(conn, [msgpack.packb(req)], stdio)
+    except OSError as e:
+        raise RuntimeError_(f"container {a.id}: cannot reach the sandbox ({e.strerror})") from None
+    finally:
+        if pty_slave is not None:
+            os.close(pty_slave)
+    unpacker = msgpack.Unpacker()
+    reply = _next_message(conn, unpacker)
+    if reply is None or "error" in reply:
+        raise RuntimeError_(f"exec: {reply.get('error') if reply else 'the sandbox closed the connection'}")
+    hostpid = reply["pid"]
+    if a.detach:
+        waiter = os.fork()
+        if waiter == 0:  # lives as long as the process and exits with its status
+            os.setsid()
+            msg = _next_message(conn, unpacker)
+            os._exit(msg.get("exit", 137) if msg else 137)
+        conn.close()
+        if a.pid_file:
+            _write_pid_file(a.pid_file, waiter)
+        return 0
+    if a.pid_file:
+        _write_pid_file(a.pid_file, os.getpid())
+    old = {sg: signal.signal(sg, lambda sig, _: _forward(hostpid, sig)) for sg in
+           (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        msg = _next_message(conn, unpacker)
+    finally:
+        for sg, h in old.items():
+            signal.signal(sg, h)
+    return msg.get("exit", 137) if msg else 137
+
+
+def _next_message(conn, unpacker):
+    while True:
+        for msg in unpacker:
+            return msg
+        try:
+            data = conn.recv(65536)
+        except InterruptedError:
+            continue
+        if not data:
+            return None
+        unpacker.feed(data)
+
+
 COMMANDS = {
+    "exec": cmd_exec,
     "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
     "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "events": cmd_events, "pause": cmd_pause,
     "resume": cmd_resume, "wait": cmd_wait, "update": cmd_update, "spec": cmd_spec,

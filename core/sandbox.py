@@ -194,6 +194,7 @@ class Sandbox:
              creds: Credentials, *, mounts=(), tmpfs=(), root_readonly: bool = False, new_net: bool = False,
              netns_path: str | None = None, hold: bool = False, umask: int = 0o022) -> None:
         """Build the sandbox and spawn its init, which waits before exec if ``hold``."""
+        self.root_path = root_path
         if self.config.get("pin-cpu") and self.platform.name == "ptrace":
             pin_to_one_cpu()
         self.build_vfs(root_path, mounts, root_readonly)
@@ -224,6 +225,32 @@ class Sandbox:
 
     def release(self) -> None:
         self.platform.release()
+
+    def spawn_exec(self, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, creds: Credentials,
+                   stdio: list[int]):
+        """Start another process in the running sandbox (`pysc exec`), with the
+        caller's host fds as its stdio.  Runs on the tracer thread; returns
+        (host pid, ThreadGroup)."""
+        vfs = self.kernel.vfs
+        try:
+            cwd_d = vfs.walk(None, vfs.root, cwd)
+        except SyscallError:
+            raise SandboxError(f"exec: cwd {cwd.decode(errors='replace')}: no such directory") from None
+        path = self.find_command(argv[0], env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin"), cwd_d)
+        fdt = FDTable()
+        for i, hostfd in enumerate(stdio[:3]):
+            flags = C.O_RDWR if os.isatty(hostfd) else (C.O_RDONLY if i == 0 else C.O_WRONLY)
+            fdt.install_at(i, HostFDFile(hostfd, flags, shared_offset=True))
+        fs = FSContext(vfs.root, cwd_d, 0o022)
+        made = []
+
+        def make_task(ctx, ns_pid):
+            task = self.kernel.new_process(ns_pid, creds, fs, fdt, ctx)
+            ctx.task = task
+            made.append(task)
+
+        hostpid = self.platform.spawn_process(self.root_path, path, argv, env, make_task)
+        return hostpid, made[0].tg
 
     def serve(self) -> int:
         """Run the app until init exits; returns its exit code (128+N for signal N)."""

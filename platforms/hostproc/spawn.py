@@ -102,6 +102,51 @@ def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
     return Spawned(pid, init_pid, go_w)
 
 
+# user first: it grants the rights for the rest.  The holder itself stays in
+# the outer pid namespace; the sandbox's is the one it made for its children.
+NAMESPACES = ("user", "ipc", "uts", "net", "mnt", "pid_for_children")
+
+
+def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int, exec_path: bytes,
+                 argv: list[bytes], env: dict[bytes, bytes]) -> Spawned:
+    """Start another app process (for `exec`) in the namespaces of a running
+    sandbox: an intermediate process joins them (the pid namespace applies to
+    its children) and forks the new process, which then goes on as init did."""
+    ns_fds = [os.open(f"/proc/{holder_pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
+    to_sentry_r, to_sentry_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)
+            for fd in ns_fds:
+                try:
+                    native.setns(fd, 0)
+                except OSError as e:
+                    if e.errno != 22:  # EINVAL: already a member (a namespace the sandbox shares)
+                        raise
+            child = os.fork()
+            if child == 0:
+                _init(root, filter_prog, hidden_sock, exec_path, argv, env, go_r)
+            os.write(to_sentry_w, struct.pack("<q", child))
+            os.closerange(3, 1 << 16)
+            _, status = os.waitpid(child, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        except BaseException:
+            os._exit(127)
+    for fd in ns_fds + [to_sentry_w, go_r]:
+        os.close(fd)
+    try:
+        data = os.read(to_sentry_r, 8)
+    finally:
+        os.close(to_sentry_r)
+    if len(data) != 8:
+        os.waitpid(pid, 0)
+        os.close(go_w)
+        raise OSError("could not join the sandbox's namespaces")
+    return Spawned(pid, struct.unpack("<q", data)[0], go_w)
+
+
 def _init(root: str, filter_prog: list, hidden_sock: int, exec_path: bytes, argv: list[bytes],
           env: dict[bytes, bytes], go_r: int) -> None:
     """In the init process: never returns."""

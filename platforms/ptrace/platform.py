@@ -9,6 +9,7 @@ registers are set so that the kernel's own restart logic re-issues the call.
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import os
@@ -26,7 +27,7 @@ from pysc.core.dispatch import CONTINUE
 from pysc.core.errors import SyscallError, TaskGone, WouldBlock
 from pysc.platforms.hostproc import native, seccomp
 from pysc.platforms.hostproc.memory import ProcMemory
-from pysc.platforms.hostproc.spawn import HIDDEN_FD, enter_netns_of, spawn_init
+from pysc.platforms.hostproc.spawn import HIDDEN_FD, enter_netns_of, spawn_init, spawn_joined
 from pysc.platforms.hostproc.native import (
     PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_FORK, PTRACE_EVENT_SECCOMP,
     PTRACE_EVENT_STOP, PTRACE_EVENT_VFORK, PTRACE_GETEVENTMSG, PTRACE_GETREGS, PTRACE_INTERRUPT,
@@ -274,6 +275,8 @@ class PtracePlatform:
         self.fd_sock_peer.setblocking(False)
         self.other_children: dict[int, callable] = {}  # non-tracee children: pid -> on exit
         self.sigfd = -1
+        self.doorbell: int | None = None
+        self.calls: collections.deque = collections.deque()
 
     # --- start ---
     def start(self, root: str, exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
@@ -288,8 +291,66 @@ class PtracePlatform:
         ctx = PtraceContext(self, sp.init_pid, MM(sp.init_pid))
         self.contexts[sp.init_pid] = ctx
         make_init(ctx)
+        self._start_doorbell()
         if not hold:
             self.release()
+
+    # --- work from other threads (the control server) ---
+    def _start_doorbell(self) -> None:
+        """A traced process that does nothing: another thread rings it (a
+        signal), its stop wakes the tracer, which then runs call_soon()'s work.
+        Only the tracer thread may ptrace, and it sleeps in waitpid."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)
+                for sig in range(1, signal.NSIG):
+                    if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                        try:
+                            signal.signal(sig, signal.SIG_DFL)
+                        except (OSError, ValueError):
+                            pass
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                os.closerange(3, 1 << 16)
+                while True:
+                    signal.pause()
+            finally:
+                os._exit(0)
+        ptrace(PTRACE_SEIZE, pid, 0, native.PTRACE_O_EXITKILL)
+        self.doorbell = pid
+        self.other_children[pid] = lambda status: None
+
+    def call_soon(self, fn) -> None:
+        """Run ``fn()`` on the tracer thread (thread-safe)."""
+        self.calls.append(fn)
+        try:
+            os.kill(self.doorbell, signal.SIGUSR1)
+        except (ProcessLookupError, TypeError):
+            pass
+
+    def _run_calls(self) -> None:
+        while self.calls:
+            fn = self.calls.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("tracer: a call from another thread failed")
+
+    def spawn_process(self, root: str, exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
+                      make_task) -> int:
+        """Start another app process in the sandbox (on the tracer thread);
+        ``make_task(ctx, ns_pid)`` creates its Task.  Returns its host pid."""
+        prog = seccomp.build_filter(seccomp.SECCOMP_RET_TRACE)
+        sp = spawn_joined(self.spawned.holder_pid, root, prog, self.fd_sock_peer.fileno(), exec_path,
+                          argv, env)
+        self.other_children[sp.holder_pid] = lambda status: None
+        ptrace(PTRACE_SEIZE, sp.init_pid, 0, OPTIONS)
+        ctx = PtraceContext(self, sp.init_pid, MM(sp.init_pid))
+        self.contexts[sp.init_pid] = ctx
+        make_task(ctx, ns_pid_of(sp.init_pid))
+        os.write(sp.go_fd, b"g")
+        os.close(sp.go_fd)
+        return sp.init_pid
 
     def release(self) -> None:
         """Let init install its filter and exec the app (any thread may call this)."""
@@ -390,6 +451,13 @@ class PtracePlatform:
             self.kernel.task_exited(ctx.task, status)
 
     def event(self, pid: int, status: int) -> None:
+        if pid == self.doorbell and os.WIFSTOPPED(status):
+            self._run_calls()
+            if status >> 16 == PTRACE_EVENT_STOP and os.WSTOPSIG(status) in STOP_SIGNALS:
+                ptrace(PTRACE_LISTEN, pid)
+            else:
+                ptrace(PTRACE_CONT, pid, 0, 0)
+            return
         if status >> 8 == SECCOMP_STOP:  # the hot path: a trapped syscall
             ctx = self.contexts.get(pid)
             if ctx is not None:
@@ -543,11 +611,12 @@ class PtracePlatform:
 
     def kill_all(self) -> None:
         if self.spawned is not None:
-            for pid in (self.spawned.init_pid, self.spawned.holder_pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
+            for pid in (self.spawned.init_pid, self.spawned.holder_pid, self.doorbell):
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
 
 
 def ptrace_geteventmsg(pid: int) -> int:
