@@ -86,7 +86,7 @@ USAGE = """usage: pysc [global flags] COMMAND [args]
 commands:
   do CMD [ARG...]      run CMD in a new sandbox whose root is the host's /
   spec, create, start, run, state, kill, delete, list, ps, events, pause,
-  resume, wait, update
+  resume, wait, update, exec, install, uninstall
                        the runc-compatible container commands (OCI bundles)
   flags                list every flag, its default and help
   help syscalls        every x86-64 syscall: implemented, partial, host or missing
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         pm = make_plugin_manager()
         reg = load_flags(pm)
         values, rest = parse_global(argv, reg)
-        config = Config(values)
+        config = Config(values, reg)
         if values.get("version"):
             print(f"pysc version {version()}\nspec: 1.0.2")
             return 0

@@ -65,6 +65,7 @@ class FlagRegistry:
 class Config:
     """Flag values for one invocation; attribute access by flag name (dashes become underscores)."""
     values: dict[str, Any]
+    registry: "FlagRegistry | None" = None
 
     def __getattr__(self, attr: str) -> Any:
         try:
@@ -74,3 +75,9 @@ class Config:
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.values.get(name, default)
+
+    def override(self, name: str, text: str) -> None:
+        """Set flag ``name`` from text, as if given on the command line."""
+        if self.registry is None or name not in self.registry:
+            raise FlagError(f"unknown flag --{name}")
+        self.values[name] = self.registry[name].parse(text)

@@ -176,7 +176,7 @@ def cmd_install(config, pm, argv) -> int:
     p = _parser("install")
     p.usage = "pysc install [--config-file FILE] [--runtime NAME] [--experimental] [-- FLAG...]"
     p.add_argument("--experimental", action="store_true",
-                   help='also set "experimental": true (needed by docker checkpoint)')
+                   help='also set "experimental": true in the file')
     a = p.parse_args(opts)
     entry, replaced = install(a.config_file, a.runtime, runtime_args, a.experimental)
     verb = "Replaced" if replaced else "Added"

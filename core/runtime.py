@@ -180,6 +180,25 @@ def _attach_console(path: str) -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+FLAG_ANNOTATION = "dev.pysc.flag."
+
+
+def apply_flag_annotations(config, annotations: dict) -> None:
+    """dev.pysc.flag.NAME=VALUE annotations override flags with --allow-flag-override."""
+    from pysc.core.flags import FlagError
+    wanted = {k[len(FLAG_ANNOTATION):]: v for k, v in annotations.items() if k.startswith(FLAG_ANNOTATION)}
+    if not wanted:
+        return
+    if not config.get("allow-flag-override"):
+        log.info("ignoring flag annotations %s without --allow-flag-override", sorted(wanted))
+        return
+    for name, value in wanted.items():
+        try:
+            config.override(name, value)
+        except FlagError as e:
+            raise RuntimeError_(f"config.json: annotations[\"{FLAG_ANNOTATION}{name}\"]: {e}") from None
+
+
 def create(config, pm, cid: str, bundle: str, pid_file: str | None, console_socket: str | None,
            hold: bool = True) -> int:
     from pysc.core.oci.spec import SpecError, load_spec
@@ -190,6 +209,7 @@ def create(config, pm, cid: str, bundle: str, pid_file: str | None, console_sock
         raise RuntimeError_(str(e)) from None
     if spec.process is None:
         raise RuntimeError_("config.json: process: missing")
+    apply_flag_annotations(config, spec.annotations)
     root = state_dir(config)
     try:
         S.reserve(root, cid, bundle, spec.annotations or {})
@@ -634,3 +654,6 @@ COMMANDS = {
     "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "events": cmd_events, "pause": cmd_pause,
     "resume": cmd_resume, "wait": cmd_wait, "update": cmd_update, "spec": cmd_spec,
 }
+
+from pysc.core.install import COMMANDS as _INSTALL_COMMANDS  # noqa: E402
+COMMANDS.update(_INSTALL_COMMANDS)

@@ -176,3 +176,57 @@ def test_executable_is_absolute(monkeypatch, tmp_path):
     monkeypatch.setattr(I.sys, "argv", ["/usr/bin/python3"])
     monkeypatch.setenv("PATH", str(tmp_path))
     assert I.pysc_executable() == str(exe.resolve())
+
+
+# --- docs/kubernetes.md: its snippets are checked against the real schemas ---
+DOCS = os.path.join(os.path.dirname(__file__), os.pardir, "docs")
+
+
+def _blocks(name, lang):
+    import re
+    with open(os.path.join(DOCS, name)) as f:
+        text = f.read()
+    return re.findall(r"```" + lang + r"\n(.*?)```", text, re.S)
+
+
+def test_kubernetes_doc_yaml():
+    yaml = pytest.importorskip("yaml")
+    docs = [yaml.safe_load(b) for b in _blocks("kubernetes.md", "yaml")]
+    rc = next(d for d in docs if d["kind"] == "RuntimeClass")
+    assert rc["apiVersion"] == "node.k8s.io/v1"
+    assert rc["metadata"]["name"] == "pysc" and rc["handler"] == "pysc"
+    pod = next(d for d in docs if d["kind"] == "Pod")
+    assert pod["apiVersion"] == "v1" and pod["spec"]["runtimeClassName"] == "pysc"
+
+
+def test_kubernetes_doc_containerd_v2_config(tmp_path):
+    """The version 2 snippet, appended to containerd's defaults, parses and
+    shows the pysc runtime in `containerd config dump` (which drops unknown keys)."""
+    import shutil
+    import subprocess
+    exe = shutil.which("containerd")
+    if not exe:
+        pytest.skip("no containerd binary (apt-get install containerd)")
+    snippet = next(b for b in _blocks("kubernetes.md", "toml")
+                   if b.startswith("version = 2") and "runtimes.pysc]" in b)
+    default = subprocess.run([exe, "config", "default"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    assert default.lstrip().startswith("version = 2") or "\nversion = 2\n" in default
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(default + "\n" + snippet.split("\n", 1)[1])
+    out = subprocess.run([exe, "--config", str(cfg), "config", "dump"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    tables, name = {}, None  # header -> body lines
+    for line in out.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            name = line.strip("[]")
+            tables[name] = []
+        elif line and name:
+            tables[name].append(line)
+    prefix = 'plugins."io.containerd.grpc.v1.cri".containerd.runtimes.'
+    assert 'runtime_type = "io.containerd.runc.v2"' in tables[prefix + "pysc"]
+    assert 'BinaryName = "/usr/local/bin/pysc"' in tables[prefix + "pysc.options"]
+    assert "SystemdCgroup = false" in tables[prefix + "pysc.options"]
+    assert prefix + "runc" in tables
