@@ -121,6 +121,7 @@ def boot_container(config, pm, spec, workdir: str, hold: bool):
 def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: bool,
                   console_socket: str | None) -> int:
     """In the container's sandbox process: boot, report, serve, record the end."""
+    from pysc.core.sandbox import SandboxError
     st = S.load(root, cid)
     workdir = S.container_dir(root, cid)
     try:
@@ -141,7 +142,10 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
         execs.start()
     except BaseException as e:  # reported to `pysc create`, which cleans up
         msg = str(e.args[0]) if getattr(e, "args", None) else repr(e)
-        log.exception("container %s: start failed", cid)
+        if isinstance(e, (RuntimeError_, SandboxError, OSError)):
+            log.info("container %s: start failed: %s", cid, msg)
+        else:
+            log.exception("container %s: start failed", cid)
         os.write(report_fd, b"error: " + msg.encode(errors="replace"))
         os.close(report_fd)
         return 1
@@ -419,11 +423,17 @@ def cmd_list(config, pm, argv):
     elif a.format == "json":
         print(json.dumps([st.oci() for st in states]))
     else:
-        print(f"{'ID':<20}{'PID':<10}{'STATUS':<10}{'BUNDLE':<40}{'CREATED':<32}OWNER")
-        for st in states:
-            pid = st.pid if st.status != "stopped" else 0
-            print(f"{st.id:<20}{pid:<10}{st.status:<10}{st.bundle:<40}{st.created:<32}root")
+        rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+        rows += [(st.id, str(st.pid if st.status != "stopped" else 0), st.status, st.bundle, st.created,
+                  "root") for st in states]
+        print(_table(rows))
     return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell plus three spaces, as runc's tabwriter."""
+    widths = [max(len(r[i]) for r in rows) + 3 for i in range(len(rows[0]) - 1)]
+    return "\n".join("".join(c.ljust(w) for c, w in zip(r, widths)) + r[-1] for r in rows)
 
 
 def cmd_ps(config, pm, argv):

@@ -139,7 +139,7 @@ def test_missing_bundle_and_config(tmp_path):
         S.load_spec(str(tmp_path / "nothere"))
     with pytest.raises(S.SpecError) as info:
         S.load_spec(str(tmp_path))
-    assert str(info.value) == f"bundle {tmp_path}: no config.json"
+    assert str(info.value) == f"bundle {tmp_path}: config.json not found"
 
 
 # --- errors -------------------------------------------------------------------------

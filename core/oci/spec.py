@@ -611,7 +611,7 @@ def read_config(bundle_dir: str) -> Any:
         with open(path, "rb") as f:
             blob = f.read()
     except FileNotFoundError:
-        raise SpecError(f"bundle {bundle_dir}: no {CONFIG_NAME}") from None
+        raise SpecError(f"bundle {bundle_dir}: {CONFIG_NAME} not found") from None
     except OSError as exc:
         raise SpecError(f"bundle {bundle_dir}: cannot read {CONFIG_NAME}: "
                         f"{exc.strerror or exc}") from None
