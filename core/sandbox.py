@@ -99,8 +99,9 @@ class Sandbox:
 
     def mount(self, path: bytes, source: str, fs, fstype: str, options: str = "rw",
               readonly: bool = False, create: bool = False) -> None:
-        """Mount ``fs`` at ``path``; with ``create``, make the directory if missing
-        (in the overlay: the host's rootfs is not touched)."""
+        """Mount ``fs`` at ``path``, resolved inside the sandbox (a symlink on
+        the way leads to a place in the sandbox, never on the host); with
+        ``create``, missing directories are made (in the overlay, not the host)."""
         if isinstance(fs, tuple):
             fs, root = fs
         else:
@@ -115,23 +116,40 @@ class Sandbox:
             d = self._make_dirs(path)
         if not d.inode.is_dir() and root.is_dir():
             raise SandboxError(f"cannot mount {source} at {path.decode()}: not a directory")
-        vfs.mount(path, Mount(fs, root, path, source, fstype, options, readonly))
+        where = d.path()
+        vfs.mount(where, Mount(fs, root, where, source, fstype, options, readonly))
 
-    def _make_dirs(self, path: bytes):
+    def _make_dirs(self, path: bytes, depth: int = 0):
+        """mkdir -p inside the sandbox's tree, following symlinks there."""
+        if depth > 40:
+            raise SandboxError(f"cannot create mount point {path.decode()}: too many symlinks")
         vfs = self.kernel.vfs
         d = vfs.root
         creds = Credentials.for_ids(0, 0)
         for name in [p for p in path.split(b"/") if p]:
             try:
-                d = vfs.child(d, name)
-            except SyscallError:
-                try:
-                    d.inode.mkdir(name, 0o755, creds)
-                except SyscallError as e:
+                d = vfs.walk(None, d, name)
+                continue
+            except SyscallError as e:
+                if e.errno != C.ENOENT:
                     raise SandboxError(f"cannot create mount point {path.decode()}: "
                                        f"{os.strerror(e.errno)}") from None
-                d.invalidate(name)
-                d = vfs.child(d, name)
+            try:
+                link = vfs.walk(None, d, name, follow=False)
+            except SyscallError:
+                link = None
+            if link is not None and link.inode.is_symlink():  # dangling: make its target
+                target = link.inode.readlink()
+                base = b"" if target.startswith(b"/") else d.path().rstrip(b"/") + b"/"
+                d = self._make_dirs(base + target, depth + 1)
+                continue
+            try:
+                d.inode.mkdir(name, 0o755, creds)
+            except SyscallError as e:
+                raise SandboxError(f"cannot create mount point {path.decode()}: "
+                                   f"{os.strerror(e.errno)}") from None
+            d.invalidate(name)
+            d = vfs.child(d, name)
         return d
 
     # --- the first process ---
