@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Benchmark pysc against native execution and gVisor's runsc.
 
-Every workload is run three ways in one go:
+Every command workload is run three ways in one go:
 
 * natively,
 * under ``pysc --platform=P do ...`` for each platform P in ``--platforms``,
 * under ``runsc --network=none --platform=ptrace do ...`` (gVisor, needs root).
 
-Two kinds of workload:
+The container workloads (``container_true``, ``container_memory``) instead run
+one busybox OCI bundle through ``pysc run``, ``runc run`` and ``runsc run``
+(see bench/containers.py) and are shown in a second table with a runc column.
+
+Two kinds of command workload:
 
 * ``per-op``: a small static C program (compiled once into the temp dir with
   ``gcc -static -O2``) loops K times over an operation and prints its own
@@ -38,6 +42,9 @@ import sys
 import tempfile
 import time
 from typing import Callable, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import containers  # noqa: E402  (bench/containers.py)
 
 # --------------------------------------------------------------------------
 # The C micro-benchmark: one static binary, the operation chosen by argv[1].
@@ -163,15 +170,16 @@ class Env:
     microbench: str  # path of the compiled C program
     busybox: str
     quick: bool
+    bundles: Optional[containers.Bundles] = None  # for the container workloads
 
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
     name: str
-    kind: str  # 'per-op' or 'wall'
+    kind: str  # 'per-op', 'wall' or 'container'
     description: str
     argv: Callable[[Env], list[str]]
-    unit: str = "ms"  # unit shown in the table: 'us' or 'ms'
+    unit: str = "ms"  # unit shown in the table: 'us', 'ms' or 'MiB'
     expect: Optional[str] = None  # a wall workload's stdout must contain this
 
 
@@ -215,6 +223,12 @@ WORKLOADS: list[Workload] = [
              expect=str(FIND_FILES)),
     Workload("python3_start", "wall", "/usr/bin/python3 -c pass",
              lambda env: ["/usr/bin/python3", "-c", "pass"]),
+    Workload("container_true", "container",
+             "`X run -b BUNDLE ID` of a busybox bundle running `true`, start to exit",
+             lambda env: [], unit="ms"),
+    Workload("container_memory", "container",
+             "PSS of all host processes of a detached `sleep 1000` container",
+             lambda env: [], unit="MiB"),
 ]
 
 
@@ -227,13 +241,18 @@ class Runner:
     column: str
     prefix: Optional[list[str]]  # None: unavailable, see `unavailable`
     unavailable: str = ""
+    # For the container workloads: the runtime driven with runc's command
+    # shape (None: this column has no container runs, e.g. native).
+    runtime: Optional[containers.Runtime] = None
 
     def wrap(self, argv: list[str]) -> list[str]:
         assert self.prefix is not None
         return self.prefix + argv
 
 
-def make_runners(args: argparse.Namespace) -> tuple[Runner, list[Runner], Optional[Runner]]:
+def make_runners(args: argparse.Namespace
+                 ) -> tuple[Runner, list[Runner], Optional[Runner], Optional[Runner]]:
+    """native, the pysc columns, runsc, runc (runc: only for the container workloads)."""
     native = Runner("native", [])
 
     pysc_runners = []
@@ -250,7 +269,8 @@ def make_runners(args: argparse.Namespace) -> tuple[Runner, list[Runner], Option
             if not found:
                 pysc_runners.append(Runner(col, None, "pysc not found on PATH"))
             else:
-                pysc_runners.append(Runner(col, pysc_cmd + [f"--platform={p}", "do"]))
+                pysc_runners.append(Runner(col, pysc_cmd + [f"--platform={p}", "do"],
+                                           runtime=containers.pysc_runtime(col, pysc_cmd, p)))
 
     runsc = None
     if not args.no_runsc:
@@ -261,8 +281,21 @@ def make_runners(args: argparse.Namespace) -> tuple[Runner, list[Runner], Option
             runsc = Runner("runsc", None, "runsc do needs root")
         else:
             runsc = Runner("runsc", [exe, "--network=none",
-                                     f"--platform={args.runsc_platform}", "do"])
-    return native, pysc_runners, runsc
+                                     f"--platform={args.runsc_platform}", "do"],
+                           runtime=containers.runsc_runtime(exe, args.runsc_platform))
+
+    runc = None
+    if not args.no_runc:
+        # runc is in /usr/sbin on Debian, which a non-login PATH may lack.
+        exe = shutil.which(args.runc) or shutil.which(args.runc,
+                                                      path="/usr/local/sbin:/usr/sbin:/sbin")
+        if not exe:
+            runc = Runner("runc", None, f"{args.runc} not found (bash .ci/bench-deps)")
+        elif os.geteuid() != 0:
+            runc = Runner("runc", None, "runc run needs root")
+        else:
+            runc = Runner("runc", [exe], runtime=containers.runc_runtime(exe))
+    return native, pysc_runners, runsc, runc
 
 
 # --------------------------------------------------------------------------
@@ -273,6 +306,7 @@ def make_runners(args: argparse.Namespace) -> tuple[Runner, list[Runner], Option
 class Cell:
     samples: list[float] = dataclasses.field(default_factory=list)  # in the workload's unit
     error: Optional[str] = None
+    notes: str = ""  # e.g. how many host processes a container had
 
     @property
     def median(self) -> Optional[float]:
@@ -318,6 +352,8 @@ def measure(w: Workload, runner: Runner, env: Env, repeat: int, timeout: float) 
     if runner.prefix is None:
         cell.error = runner.unavailable
         return cell
+    if w.kind == "container":
+        return measure_container(w, runner, env, repeat, timeout)
     argv = runner.wrap(w.argv(env))
     for _ in range(repeat):
         try:
@@ -346,38 +382,77 @@ def measure(w: Workload, runner: Runner, env: Env, repeat: int, timeout: float) 
     return cell
 
 
+def measure_container(w: Workload, runner: Runner, env: Env, repeat: int,
+                      timeout: float) -> Cell:
+    cell = Cell()
+    rt = runner.runtime
+    if rt is None:
+        cell.error = "no container runs in this column"
+        return cell
+    if env.bundles is None or env.bundles.error:
+        cell.error = env.bundles.error if env.bundles else "no bundle"
+        return cell
+    if not rt.root:
+        containers.prepare_runtime(rt, env.bundles.state_dir)
+    try:
+        if w.name == "container_true":
+            samples, error, notes = containers.measure_true(rt, env.bundles, repeat, timeout)
+        else:
+            samples, error, notes = containers.measure_memory(
+                rt, env.bundles, repeat, timeout, settle=0.3 if env.quick else 1.0)
+    except Exception as e:  # never let one column stop the run
+        samples, error, notes = [], f"{type(e).__name__}: {e}", ""
+    cell.samples, cell.error, cell.notes = samples, error, notes
+    return cell
+
+
 # --------------------------------------------------------------------------
 # Set-up of the temp dir
 
 
-def prepare(tmpdir: str, quick: bool) -> Env:
+def prepare(tmpdir: str, quick: bool, workloads: Optional[list[Workload]] = None,
+            pysc_cmd: Optional[list[str]] = None) -> Env:
+    """Create what the selected workloads (default: all) need in tmpdir."""
+    names = {w.name for w in (WORKLOADS if workloads is None else workloads)}
+    kinds = {w.kind for w in (WORKLOADS if workloads is None else workloads)}
     busybox = shutil.which("busybox") or "/bin/busybox"
     src = os.path.join(tmpdir, "microbench.c")
     exe = os.path.join(tmpdir, "microbench")
-    with open(src, "w") as f:
-        f.write(C_SOURCE)
-    proc = subprocess.run(["gcc", "-static", "-O2", "-o", exe, src],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"gcc failed:\n{proc.stderr}")
+    if "per-op" in kinds:
+        with open(src, "w") as f:
+            f.write(C_SOURCE)
+        proc = subprocess.run(["gcc", "-static", "-O2", "-o", exe, src],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"gcc failed:\n{proc.stderr}")
 
     with open(os.path.join(tmpdir, "small.txt"), "w") as f:
         f.write("pysc-bench\n")
 
-    chunk = os.urandom(1 << 20)
-    with open(os.path.join(tmpdir, "big.bin"), "wb") as f:
-        for _ in range(SEQREAD_BYTES // len(chunk)):
-            f.write(chunk)
+    if "seqread_64MiB" in names:
+        chunk = os.urandom(1 << 20)
+        with open(os.path.join(tmpdir, "big.bin"), "wb") as f:
+            for _ in range(SEQREAD_BYTES // len(chunk)):
+                f.write(chunk)
 
-    tree = os.path.join(tmpdir, "tree")
-    per_dir = FIND_FILES // FIND_DIRS
-    for d in range(FIND_DIRS):
-        dpath = os.path.join(tree, f"d{d:03d}")
-        os.makedirs(dpath)
-        for i in range(per_dir):
-            open(os.path.join(dpath, f"f{i:03d}"), "w").close()
+    if "find_10k" in names:
+        tree = os.path.join(tmpdir, "tree")
+        per_dir = FIND_FILES // FIND_DIRS
+        for d in range(FIND_DIRS):
+            dpath = os.path.join(tree, f"d{d:03d}")
+            os.makedirs(dpath)
+            for i in range(per_dir):
+                open(os.path.join(dpath, f"f{i:03d}"), "w").close()
 
-    return Env(tmpdir=tmpdir, microbench=exe, busybox=busybox, quick=quick)
+    bundles = None
+    if "container" in kinds:
+        # The sandboxes' unprivileged processes (runsc's sandbox runs as
+        # nobody) must be able to traverse down to the bundles.
+        os.chmod(tmpdir, 0o711)
+        bundles = containers.build_bundles(os.path.join(tmpdir, "containers"), busybox,
+                                           pysc_cmd)
+
+    return Env(tmpdir=tmpdir, microbench=exe, busybox=busybox, quick=quick, bundles=bundles)
 
 
 # --------------------------------------------------------------------------
@@ -413,48 +488,16 @@ def cell_text(cell: Cell) -> str:
     return "error" if cell.error else fmt(cell.median)
 
 
-def print_table(workloads: list[Workload], results: dict[str, dict[str, Cell]],
-                native: Runner, pysc: list[Runner], runsc: Optional[Runner],
-                out=sys.stdout) -> dict[str, Optional[float]]:
-    """Print the results table; return the geometric mean of pysc/runsc per platform."""
-    headers = ["workload", "unit", native.column] + [r.column for r in pysc]
-    if runsc:
-        headers.append(runsc.column)
-    for r in pysc:
-        p = r.column.split(":", 1)[1]
-        if runsc:
-            headers.append(f"{p}/runsc")
-        headers.append(f"{p}/native")
+def unit_text(w: Workload) -> str:
+    if w.kind == "per-op":
+        return "µs/op" if w.unit == "us" else "ms/op"
+    return w.unit
 
-    rows = []
-    pysc_vs_runsc: dict[str, list[float]] = {r.column: [] for r in pysc}
-    for w in workloads:
-        cells = results[w.name]
-        unit = "µs/op" if w.kind == "per-op" and w.unit == "us" else (
-            "ms/op" if w.kind == "per-op" else "ms")
-        row = [w.name, unit, cell_text(cells[native.column])]
-        row += [cell_text(cells[r.column]) for r in pysc]
-        if runsc:
-            row.append(cell_text(cells[runsc.column]))
-        for r in pysc:
-            m = cells[r.column].median
-            if runsc:
-                rr = ratio(m, cells[runsc.column].median)
-                if rr is not None:
-                    pysc_vs_runsc[r.column].append(rr)
-                row.append(fmt(rr))
-            row.append(fmt(ratio(m, cells[native.column].median)))
-        rows.append(row)
 
-    gm = {col: geomean(v) for col, v in pysc_vs_runsc.items()}
-    if runsc and pysc:
-        footer = ["geomean pysc/runsc", "", ""] + [""] * len(pysc) + [""]
-        for r in pysc:
-            footer.append(fmt(gm[r.column]))
-            footer.append("")
-        rows.append(footer)
-
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+def _print_rows(headers: list[str], rows: list[list[str]], footer: Optional[list[str]],
+                out) -> None:
+    every = rows + ([footer] if footer else [])
+    widths = [max(len(h), *(len(row[i]) for row in every)) for i, h in enumerate(headers)]
 
     def line(cols: list[str]) -> str:
         return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i])
@@ -462,11 +505,103 @@ def print_table(workloads: list[Workload], results: dict[str, dict[str, Cell]],
 
     print(line(headers), file=out)
     print(line(["-" * wd for wd in widths]), file=out)
-    for row in rows[:len(workloads)]:
+    for row in rows:
         print(line(row), file=out)
-    if len(rows) > len(workloads):
+    if footer:
         print(line(["-" * wd for wd in widths]), file=out)
-        print(line(rows[-1]), file=out)
+        print(line(footer), file=out)
+
+
+def print_table(workloads: list[Workload], results: dict[str, dict[str, Cell]],
+                native: Runner, pysc: list[Runner], runsc: Optional[Runner],
+                runc: Optional[Runner] = None, out=sys.stdout) -> dict[str, Optional[float]]:
+    """Print the results: one table for the command workloads, a second one
+    (with a runc column instead of native) for the container workloads.
+    Return the geometric mean of pysc/runsc per platform, over the rows of
+    both tables."""
+    commands = [w for w in workloads if w.kind != "container"]
+    ctrs = [w for w in workloads if w.kind == "container"]
+    pysc_vs_runsc: dict[str, list[float]] = {r.column: [] for r in pysc}
+
+    def vs_runsc(r: Runner, cells: dict[str, Cell]) -> str:
+        rr = ratio(cells[r.column].median, cells[runsc.column].median)
+        if rr is not None:
+            pysc_vs_runsc[r.column].append(rr)
+        return fmt(rr)
+
+    # Table 1: native, pysc:P..., runsc, P/runsc, P/native.
+    headers1 = ["workload", "unit", native.column] + [r.column for r in pysc]
+    if runsc:
+        headers1.append(runsc.column)
+    for r in pysc:
+        p = r.column.split(":", 1)[1]
+        if runsc:
+            headers1.append(f"{p}/runsc")
+        headers1.append(f"{p}/native")
+    rows1 = []
+    for w in commands:
+        cells = results[w.name]
+        row = [w.name, unit_text(w), cell_text(cells[native.column])]
+        row += [cell_text(cells[r.column]) for r in pysc]
+        if runsc:
+            row.append(cell_text(cells[runsc.column]))
+        for r in pysc:
+            if runsc:
+                row.append(vs_runsc(r, cells))
+            row.append(fmt(ratio(cells[r.column].median, cells[native.column].median)))
+        rows1.append(row)
+
+    # Table 2 (containers): runc, pysc:P..., runsc, P/runsc, P/runc.
+    headers2 = ["workload", "unit"] + ([runc.column] if runc else [])
+    headers2 += [r.column for r in pysc] + ([runsc.column] if runsc else [])
+    for r in pysc:
+        p = r.column.split(":", 1)[1]
+        if runsc:
+            headers2.append(f"{p}/runsc")
+        if runc:
+            headers2.append(f"{p}/runc")
+    rows2 = []
+    for w in ctrs:
+        cells = results[w.name]
+        row = [w.name, unit_text(w)] + ([cell_text(cells[runc.column])] if runc else [])
+        row += [cell_text(cells[r.column]) for r in pysc]
+        if runsc:
+            row.append(cell_text(cells[runsc.column]))
+        for r in pysc:
+            if runsc:
+                row.append(vs_runsc(r, cells))
+            if runc:
+                row.append(fmt(ratio(cells[r.column].median, cells[runc.column].median)))
+        rows2.append(row)
+
+    gm = {col: geomean(v) for col, v in pysc_vs_runsc.items()}
+
+    def footer(headers: list[str], label: str) -> Optional[list[str]]:
+        if not (runsc and pysc):
+            return None
+        row = [label] + [""] * (len(headers) - 1)
+        for r in pysc:
+            p = r.column.split(":", 1)[1]
+            row[headers.index(f"{p}/runsc")] = fmt(gm[r.column])
+        return row
+
+    if commands:
+        _print_rows(headers1, rows1, None if ctrs else footer(headers1, "geomean pysc/runsc"),
+                    out)
+    if ctrs:
+        if commands:
+            print(file=out)
+        print("containers (one busybox bundle; container_true: `run` start to exit; "
+              "container_memory: PSS of the container's host processes; lower is better):",
+              file=out)
+        _print_rows(headers2, rows2,
+                    footer(headers2, "geomean pysc/runsc, all rows" if commands
+                           else "geomean pysc/runsc"), out)
+        notes = [(col, c.notes) for w in ctrs for col, c in results[w.name].items()
+                 if c.notes and w.name == "container_memory"]
+        if notes:
+            print("host processes counted: " + ", ".join(f"{col} {n}" for col, n in notes),
+                  file=out)
 
     errors = [(w.name, col, c.error) for w in workloads
               for col, c in results[w.name].items() if c.error]
@@ -484,7 +619,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="workloads:\n" + "\n".join(
-                                     f"  {w.name:<18} {w.kind:<7} {w.description}"
+                                     f"  {w.name:<18} {w.kind:<9} {w.description}"
                                      for w in WORKLOADS))
     ap.add_argument("--platforms", default="ptrace",
                     help="comma-separated pysc platforms; '' for native and runsc only "
@@ -501,6 +636,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     ap.add_argument("--runsc-platform", default="ptrace",
                     help="gVisor platform (default: ptrace)")
     ap.add_argument("--no-runsc", action="store_true", help="skip the runsc column")
+    ap.add_argument("--runc", default="runc",
+                    help="runc executable, for the container workloads (default: runc)")
+    ap.add_argument("--no-runc", action="store_true",
+                    help="skip the runc column of the container workloads")
     ap.add_argument("--timeout", type=float, default=300.0,
                     help="seconds allowed per command (default 300)")
     ap.add_argument("--cpus", default="",
@@ -536,32 +675,38 @@ def select_workloads(spec: str) -> list[Workload]:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     workloads = select_workloads(args.workloads)
-    native, pysc, runsc = make_runners(args)
+    native, pysc, runsc, runc = make_runners(args)
     runners = [native] + pysc + ([runsc] if runsc else [])
+    ctr_runners = ([runc] if runc else []) + pysc + ([runsc] if runsc else [])
+    pysc_cmd = next((r.runtime.base for r in pysc if r.prefix is not None and r.runtime),
+                    None)
     if args.cpus:
         # Inherited by every command started from here on.
         os.sched_setaffinity(0, args.cpus)
 
     # Under /tmp so that `pysc do` and `runsc do` (root = host /) see it.
     tmpdir = tempfile.mkdtemp(prefix="pysc-bench-", dir="/tmp")
+    env: Optional[Env] = None
     try:
         print(f"preparing {tmpdir} ...", file=sys.stderr)
-        env = prepare(tmpdir, args.quick)
+        env = prepare(tmpdir, args.quick, workloads, pysc_cmd)
         results: dict[str, dict[str, Cell]] = {}
         for w in workloads:
             results[w.name] = {}
-            for r in runners:
+            for r in (ctr_runners if w.kind == "container" else runners):
                 print(f"  {w.name:<18} {r.column:<14}", end="", file=sys.stderr, flush=True)
                 t0 = time.perf_counter()
                 cell = measure(w, r, env, args.repeat, args.timeout)
                 results[w.name][r.column] = cell
                 status = "error" if cell.error else f"{fmt(cell.median)} {w.unit}"
+                if cell.notes:
+                    status += f" [{cell.notes}]"
                 print(f" {status}  ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
         print(file=sys.stderr)
         pinned = f"; pinned to CPUs {sorted(args.cpus)}" if args.cpus else ""
         print(f"medians of {args.repeat} run(s){pinned}; per-op: time per operation "
               "measured inside the program; wall: whole command")
-        gm = print_table(workloads, results, native, pysc, runsc)
+        gm = print_table(workloads, results, native, pysc, runsc, runc)
 
         if args.json:
             doc = {
@@ -570,6 +715,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "cpus": sorted(args.cpus),
                 "runners": {r.column: (r.prefix if r.prefix is not None else None)
                             for r in runners},
+                "container_runtimes": {
+                    r.column: (r.runtime.base + ["--root", r.runtime.root or "ROOT"]
+                               if r.prefix is not None and r.runtime else None)
+                    for r in ctr_runners},
                 "workloads": [
                     {
                         "name": w.name,
@@ -577,7 +726,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                         "unit": w.unit,
                         "description": w.description,
                         "results": {
-                            col: {"median": c.median, "samples": c.samples, "error": c.error}
+                            col: {"median": c.median, "samples": c.samples, "error": c.error,
+                                  **({"notes": c.notes} if c.notes else {})}
                             for col, c in results[w.name].items()
                         },
                     }
@@ -589,6 +739,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                 json.dump(doc, f, indent=2)
                 f.write("\n")
     finally:
+        # Containers left over by an interrupted run: kill and delete them.
+        for r in ctr_runners:
+            if r.runtime and r.runtime.root:
+                containers.sweep(r.runtime, tmpdir)
+        if env is not None:
+            containers.remove_state_dir(env.bundles)
         if args.keep:
             print(f"kept {tmpdir}", file=sys.stderr)
         else:

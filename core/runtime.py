@@ -123,7 +123,7 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
     """In the container's sandbox process: boot, report, serve, record the end."""
     from pysc.core.sandbox import SandboxError
     st = S.load(root, cid)
-    workdir = S.container_dir(root, cid)
+    workdir = S.socket_dir(root, cid)  # the gofer's socket goes there too
     try:
         if console_socket:
             _attach_console(console_socket)
@@ -138,7 +138,7 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
 
         server = control.ControlServer(S.control_address(root, cid), sb, on_state)
         server.start()
-        execs = control.ExecServer(os.path.join(workdir, "exec.sock"), sb)
+        execs = control.ExecServer(S.exec_socket(root, cid), sb)
         execs.start()
     except BaseException as e:  # reported to `pysc create`, which cleans up
         msg = str(e.args[0]) if getattr(e, "args", None) else repr(e)
@@ -611,7 +611,7 @@ def cmd_exec(config, pm, argv):
         stdio = [pty_slave] * 3
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        conn.connect(os.path.join(S.container_dir(root, a.id), "exec.sock"))
+        conn.connect(S.exec_socket(root, a.id))
         socket.send_fds(conn, [msgpack.packb(req)], stdio)
     except OSError as e:
         raise RuntimeError_(f"container {a.id}: cannot reach the sandbox ({e.strerror})") from None

@@ -42,8 +42,19 @@ def container_dir(root: str, cid: str) -> str:
     return os.path.join(root, cid)
 
 
+def socket_dir(root: str, cid: str) -> str:
+    """Where a container's unix sockets live: a short name under --root, since
+    a socket path may not exceed 107 bytes and ids can be 64 characters."""
+    import hashlib
+    return os.path.join(root, ".s", hashlib.sha256(cid.encode()).hexdigest()[:16])
+
+
 def control_address(root: str, cid: str) -> str:
-    return "ipc://" + os.path.join(container_dir(root, cid), "control.sock")
+    return "ipc://" + os.path.join(socket_dir(root, cid), "control.sock")
+
+
+def exec_socket(root: str, cid: str) -> str:
+    return os.path.join(socket_dir(root, cid), "exec.sock")
 
 
 def check_id(cid: str) -> None:
@@ -59,6 +70,8 @@ def reserve(root: str, cid: str, bundle: str, annotations: dict) -> ContainerSta
         os.mkdir(container_dir(root, cid), 0o711)
     except FileExistsError:
         raise StateError(f"container {cid!r} already exists") from None
+    shutil.rmtree(socket_dir(root, cid), ignore_errors=True)
+    os.makedirs(socket_dir(root, cid), mode=0o700)
     st = ContainerState(cid, bundle, created=time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
                         annotations=dict(annotations))
     save(root, st)
@@ -89,6 +102,7 @@ def load(root: str, cid: str) -> ContainerState:
 
 
 def remove(root: str, cid: str) -> None:
+    shutil.rmtree(socket_dir(root, cid), ignore_errors=True)
     shutil.rmtree(container_dir(root, cid), ignore_errors=True)
 
 

@@ -23,7 +23,8 @@ def _invalid_json(b):
 
 def _no_config(b):
     (b / "config.json").unlink()
-    return b, ("config.json",), ("not exist", "no such", "missing", "not found", "cannot open", "can't open")
+    return b, ("config.json",), ("not exist", "no such", "missing", "not found", "cannot open", "can't open",
+                                 "no config.json")
 
 
 def _missing_args(b):

@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from .conftest import BUSYBOX, TEST_ENV, TMPFS_TMP, assert_ok, section_output, show
+from .conftest import BUSYBOX, TEST_ENV, TMPFS_TMP, assert_no_traceback, assert_ok, section_output, show
 
 pytestmark = pytest.mark.integration
 
@@ -149,7 +149,7 @@ def test_mount_destination_through_a_symlink_stays_inside(runtime, bundle, tmp_p
                symlinks={"evil1": str(hd1), "evil2": "../../hostdir2"})
     assert os.path.realpath(b / "rootfs" / "evil2") == os.path.realpath(hd2)
     before = sorted(os.listdir(tmp_path))
-    cp = runtime.run("run", "-b", b, runtime.new_id())
+    cp = runtime.run("run", "-b", b, runtime.new_id(), check_traceback=False)
     for hd in (hd1, hd2):
         assert sorted(os.listdir(hd)) == ["keep.txt"], \
             f"a mount whose destination is a symlink reached host dir {hd}: {os.listdir(hd)}\n{show(cp)}"
@@ -159,10 +159,10 @@ def test_mount_destination_through_a_symlink_stays_inside(runtime, bundle, tmp_p
     assert str(hd1) not in mountinfo and str(hd2) not in mountinfo, "something was mounted on the host"
     assert sorted(os.listdir(tmp_path)) == before, \
         f"the run changed the host outside the rootfs: {before} -> {sorted(os.listdir(tmp_path))}"
+    assert_no_traceback(cp)
     if cp.returncode != 0:
-        # Refusing such a bundle is fine, with a clear message.
-        assert "Traceback" not in cp.stderr and ("evil" in cp.stderr), \
-            f"refused without a clear message naming the mount\n{show(cp)}"
+        # Refusing such a bundle is fine, with a clear message naming the mount.
+        assert "evil" in cp.stderr, f"refused without a clear message naming the mount\n{show(cp)}"
         return
     s = section_output(cp.stdout)
     assert "end" in s, show(cp)

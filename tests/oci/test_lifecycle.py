@@ -30,6 +30,10 @@ pytestmark = pytest.mark.integration
 NOT_FOUND = ("does not exist", "not exist", "not found", "no such", "unknown container")
 
 
+def _bind(source, dest, *options):
+    return {"destination": dest, "type": "bind", "source": str(source), "options": ["rbind", *options]}
+
+
 def wait_exit_status(cp) -> int | None:
     """The status ``pysc wait`` reports: ``{"exitStatus": N}`` (runsc) or a
     bare number on stdout, else its own exit status."""
@@ -197,6 +201,19 @@ def test_rlimits_from_config(runtime, bundle):
     assert cp.stdout == "512\n1000\n", show(cp)
 
 
+def test_capabilities_from_config(runtime, bundle):
+    def caps(cfg):
+        cfg["process"]["capabilities"] = {k: ["CAP_CHOWN", "CAP_KILL"]
+                                          for k in ("bounding", "effective", "permitted")}
+    b = bundle(["grep", "^Cap[EB]", "/proc/self/status"], edit=caps)
+    cp = runtime.run("run", "-b", b, runtime.new_id())
+    assert_ok(cp, what="capabilities")
+    fields = dict(line.split(":", 1) for line in cp.stdout.splitlines() if ":" in line)
+    got = {k: v.strip() for k, v in fields.items()}
+    # CAP_CHOWN (0) | CAP_KILL (5)
+    assert got == {"CapEff": "0000000000000021", "CapBnd": "0000000000000021"}, show(cp)
+
+
 # ---------------------------------------------------------------- create / start / state
 
 def test_create_then_state_is_created(runtime, bundle, tmp_path):
@@ -287,6 +304,27 @@ def test_kill_term_reaches_the_trap(runtime, bundle, sig):
     assert_ok(res, 3, what="`run` exits with the trap's status")
     assert wait_until(lambda: not runtime.sleep_processes(d), 15), \
         "a process of the container outlived its init"
+
+
+def test_kill_term_stops_a_detached_container(runtime, bundle, tmp_path):
+    """create + start (as the runc shim does), TERM trapped by init."""
+    hd = tmp_path / "log"
+    hd.mkdir()
+    log = hd / "log"
+    d = runtime.unique_secs()
+    script = (f'trap "echo got-TERM >> /data/log; exit 3" TERM; echo ready >> /data/log; '
+              f'sleep {d} & wait')
+    b = bundle(["sh", "-c", script], dirs=["data"], mounts=[_bind(hd, "/data", "rw")])
+    cid, pid = runtime.create_and_start(b)
+    assert wait_until(lambda: log.exists() and "ready" in log.read_text(), 30), \
+        f"the container did not start; state: {runtime.state(cid)}"
+    assert_ok(runtime.run("kill", cid, "TERM"), what="kill ID TERM")
+    runtime.wait_status(cid, "stopped", timeout=30)
+    assert "got-TERM" in log.read_text(), f"the TERM trap did not run: {log.read_text()!r}"
+    assert wait_until(lambda: not pid_alive(pid), 15), f"the --pid-file process {pid} outlived the container"
+    assert wait_until(lambda: not runtime.sleep_processes(d), 15), "a process of the container outlived its init"
+    assert_ok(runtime.run("delete", cid), what="delete after TERM")
+    assert entries_naming(runtime.root, cid) == []
 
 
 def test_kill_all_reaches_every_process(runtime, bundle):
@@ -434,15 +472,31 @@ def test_unknown_id_is_a_clear_error(runtime, argv):
 
 # ---------------------------------------------------------------- pause, wait, events, exec
 
-def test_pause_and_resume(runtime, bundle):
-    d = runtime.unique_secs()
-    cid, pid = runtime.create_and_start(bundle(["sleep", d]))
+def test_pause_and_resume(runtime, bundle, tmp_path):
+    hd = tmp_path / "ticks"
+    hd.mkdir()
+    ticks = hd / "t"
+    b = bundle(["sh", "-c", "while :; do echo x >> /data/t; sleep 0.1; done"], dirs=["data"],
+               mounts=[_bind(hd, "/data", "rw")])
+    cid, pid = runtime.create_and_start(b)
+
+    def count() -> int:
+        try:
+            return len(ticks.read_text().splitlines())
+        except FileNotFoundError:
+            return 0
+    assert wait_until(lambda: count() >= 3, 30), f"the container does not tick ({count()} lines)"
     assert_ok(runtime.run("pause", cid), what="pause")
     assert runtime.state(cid).get("status") == "paused"
     assert {c.get("id"): c.get("status") for c in runtime.list_json()}.get(cid) == "paused"
+    time.sleep(0.5)
+    n = count()
+    time.sleep(1.5)
+    assert count() == n, f"the container kept running while paused ({n} -> {count()} ticks)"
     assert pid_alive(pid)
     assert_ok(runtime.run("resume", cid), what="resume")
     assert runtime.state(cid).get("status") == "running"
+    assert wait_until(lambda: count() > n + 2, 30), "the container does not run again after resume"
     assert_ok(runtime.run("kill", cid, "KILL"), what="kill after resume")
     runtime.wait_status(cid, "stopped", timeout=30)
 
@@ -523,7 +577,7 @@ def test_log_json_on_error(runtime, bundle, tmp_path):
             f"time should be RFC 3339: {line!r}"
         entries.append(e)
     errors = [e for e in entries if e["level"] == "error" and "config.json" in str(e["msg"])]
-    assert errors, f"no level=error line naming config.json in the log:\n" + "\n".join(lines)
+    assert errors, "no level=error line naming config.json in the log:\n" + "\n".join(lines)
     assert "Traceback" not in log.read_text()
     assert runtime.run("state", cid).returncode != 0, "a failed create left a container"
 
@@ -548,10 +602,6 @@ def test_writable_root(runtime, bundle):
     cp = runtime.run("run", "-b", b, runtime.new_id())
     assert_ok(cp, what="writable root")
     assert "root-ok" in cp.stdout, show(cp)
-
-
-def _bind(source, dest, *options):
-    return {"destination": dest, "type": "bind", "source": str(source), "options": ["rbind", *options]}
 
 
 def test_bind_mount_read_write(runtime, bundle, tmp_path):
