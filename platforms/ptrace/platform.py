@@ -297,28 +297,13 @@ class PtracePlatform:
 
     # --- work from other threads (the control server) ---
     def _start_doorbell(self) -> None:
-        """A traced process that does nothing: another thread rings it (a
-        signal), its stop wakes the tracer, which then runs call_soon()'s work.
-        Only the tracer thread may ptrace, and it sleeps in waitpid."""
-        pid = os.fork()
-        if pid == 0:
-            try:
-                native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)
-                for sig in range(1, signal.NSIG):
-                    if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                        try:
-                            signal.signal(sig, signal.SIG_DFL)
-                        except (OSError, ValueError):
-                            pass
-                signal.pthread_sigmask(signal.SIG_SETMASK, [])
-                os.closerange(3, 1 << 16)
-                while True:
-                    signal.pause()
-            finally:
-                os._exit(0)
+        """The namespace holder (init's parent, asleep in waitpid) doubles as a
+        doorbell: traced, a signal to it stops it and so wakes the tracer,
+        which then runs call_soon()'s work; only the tracer thread may ptrace,
+        and it sleeps in waitpid."""
+        pid = self.spawned.holder_pid
         ptrace(PTRACE_SEIZE, pid, 0, native.PTRACE_O_EXITKILL)
         self.doorbell = pid
-        self.other_children[pid] = lambda status: None
 
     def call_soon(self, fn) -> None:
         """Run ``fn()`` on the tracer thread (thread-safe)."""
@@ -453,10 +438,10 @@ class PtracePlatform:
     def event(self, pid: int, status: int) -> None:
         if pid == self.doorbell and os.WIFSTOPPED(status):
             self._run_calls()
-            if status >> 16 == PTRACE_EVENT_STOP and os.WSTOPSIG(status) in STOP_SIGNALS:
-                ptrace(PTRACE_LISTEN, pid)
-            else:
+            try:  # its signals (the bell, SIGCHLD from init) are not delivered
                 ptrace(PTRACE_CONT, pid, 0, 0)
+            except ProcessLookupError:
+                pass
             return
         if status >> 8 == SECCOMP_STOP:  # the hot path: a trapped syscall
             ctx = self.contexts.get(pid)
@@ -611,7 +596,7 @@ class PtracePlatform:
 
     def kill_all(self) -> None:
         if self.spawned is not None:
-            for pid in (self.spawned.init_pid, self.spawned.holder_pid, self.doorbell):
+            for pid in (self.spawned.init_pid, self.spawned.holder_pid):
                 if pid is not None:
                     try:
                         os.kill(pid, signal.SIGKILL)
