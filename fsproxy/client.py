@@ -253,6 +253,9 @@ class _ForkedGofer:
 
 
 def _fork_gofer(args: list[str], errfd: int, sockfd: int) -> _ForkedGofer:
+    import gc
+    import zmq  # noqa: F401  (imported once, shared with the child, instead of once in each)
+    gc.freeze()  # the child's collector then leaves the shared pages alone (no copy on write)
     pid = os.fork()
     if pid == 0:
         code = 1

@@ -9,6 +9,7 @@ privileges, and the seccomp filter, in that order.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import struct
 
@@ -43,6 +44,8 @@ def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
     to_holder_r, to_holder_w = os.pipe()
     go_r, go_w = os.pipe()
     sentry = os.getpid()
+    sleeper = shutil.which("sleep")
+    sleeper = os.fsencode(sleeper) if sleeper else None
     pid = os.fork()
     if pid == 0:  # holder
         try:
@@ -57,19 +60,17 @@ def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
             if init == 0:
                 _init(root, filter_prog, hidden_sock, exec_path, argv, env, go_r)
             os.write(to_sentry_w, struct.pack("<q", init))
-            for fd in range(3, 1024):
-                if fd not in keep_fds:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
-            while True:
+            os.closerange(3, 1 << 16)
+            # Nothing left to do but exist (the Sentry learns of init's exit
+            # through ptrace and ends the holder itself): a small program
+            # costs far less memory than this copy of the Sentry's Python.
+            if sleeper:
                 try:
-                    _, status = os.waitpid(init, 0)
-                    break
-                except ChildProcessError:
-                    os._exit(1)
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+                    os.execv(sleeper, [b"pysc-ns-holder", b"infinity"])
+                except OSError:
+                    pass
+            while True:
+                signal.pause()
         except BaseException:
             os._exit(127)
     os.close(to_sentry_w)
