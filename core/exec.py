@@ -8,6 +8,7 @@ import attrs
 
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError
+from pysc.core.file import copy_to_fd
 from pysc.core.vfs import Dentry, may_access
 
 MAX_INTERP_DEPTH = 4
@@ -82,13 +83,7 @@ def exec_fd(d: Dentry) -> int:
     try:
         mfd = os.memfd_create("pysc-exec", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
-            off = 0
-            while True:
-                chunk = f.pread(1 << 20, off)
-                if not chunk:
-                    break
-                os.pwrite(mfd, chunk, off)
-                off += len(chunk)
+            copy_to_fd(f, mfd)
             ro = os.open(f"/proc/self/fd/{mfd}", os.O_RDONLY | os.O_CLOEXEC)
         finally:
             os.close(mfd)

@@ -143,6 +143,17 @@ class File:
         return b"anon_inode:[unknown]"
 
 
+def copy_to_fd(src: File, dst_fd: int, chunk: int = 1 << 20) -> int:
+    """Copy a whole file into a host fd (copy-up, memfd images); returns the size."""
+    off = 0
+    while True:
+        data = src.pread(chunk, off)
+        if not data:
+            return off
+        os.pwrite(dst_fd, data, off)
+        off += len(data)
+
+
 class HostFDFile(File):
     """A file whose operations go straight to a host fd the Sentry owns
     (the caller's stdio, a host file opened by the Sentry)."""

@@ -102,13 +102,11 @@ def _drop_caps_on_uid_change(c, old_ids) -> None:
         c.cap_effective = c.cap_permitted
 
 
-def _setres(t, r, e, s, user: bool) -> int:
+def _apply(t, r: int, e: int, s: int, user: bool) -> int:
+    """Set real/effective/saved ids (-1 keeps one), with Linux's capability rules."""
     c = t.creds
-    cap = CAP_SETUID if user else CAP_SETGID
     cur = (c.uid, c.euid, c.suid) if user else (c.gid, c.egid, c.sgid)
     new = [cur[i] if v == -1 else v for i, v in enumerate((r, e, s))]
-    if not c.has_cap(cap) and any(v != -1 and v not in cur for v in (r, e, s)):
-        raise SyscallError(C.EPERM)
     if user:
         c.uid, c.euid, c.suid = new
         c.fsuid = c.euid
@@ -117,6 +115,22 @@ def _setres(t, r, e, s, user: bool) -> int:
         c.gid, c.egid, c.sgid = new
         c.fsgid = c.egid
     return 0
+
+
+def _ids_of(c, user: bool) -> tuple[int, int, int]:
+    return (c.uid, c.euid, c.suid) if user else (c.gid, c.egid, c.sgid)
+
+
+def _privileged(t, user: bool) -> bool:
+    return t.creds.has_cap(CAP_SETUID if user else CAP_SETGID)
+
+
+def _setres(t, r, e, s, user: bool) -> int:
+    """setresuid/setresgid: without the capability, each id must be one of the current three."""
+    cur = _ids_of(t.creds, user)
+    if not _privileged(t, user) and any(v != -1 and v not in cur for v in (r, e, s)):
+        raise SyscallError(C.EPERM)
+    return _apply(t, r, e, s, user)
 
 
 @syscall()
@@ -129,73 +143,51 @@ def setresgid(t, r, e, s, *_):
     return _setres(t, _ids(r), _ids(e), _ids(s), False)
 
 
+def _setre(t, r, e, user: bool) -> int:
+    """setreuid/setregid: the saved id follows the new effective one when the
+    real id is set or the effective one changes."""
+    r, e = _ids(r), _ids(e)
+    real, eff, saved = _ids_of(t.creds, user)
+    s = -1
+    if r != -1 or (e != -1 and e != real):
+        s = e if e != -1 else eff
+    if not _privileged(t, user):
+        if r != -1 and r not in (real, eff) or e != -1 and e not in (real, eff, saved):
+            raise SyscallError(C.EPERM)
+    return _apply(t, r, e, s, user)
+
+
 @syscall()
 def setreuid(t, r, e, *_):
-    r, e = _ids(r), _ids(e)
-    c = t.creds
-    s = -1
-    if r != -1 or (e != -1 and e != c.uid):
-        s = e if e != -1 else c.euid
-    if not c.has_cap(CAP_SETUID):
-        if r != -1 and r not in (c.uid, c.euid) or e != -1 and e not in (c.uid, c.euid, c.suid):
-            raise SyscallError(C.EPERM)
-        s = -1 if s == -1 else s
-        return _setres(t, r, e, -1, True) if s == -1 else _setres_unchecked(t, r, e, s, True)
-    return _setres(t, r, e, s, True)
+    return _setre(t, r, e, True)
 
 
 @syscall()
 def setregid(t, r, e, *_):
-    r, e = _ids(r), _ids(e)
-    c = t.creds
-    s = -1
-    if r != -1 or (e != -1 and e != c.gid):
-        s = e if e != -1 else c.egid
-    if not c.has_cap(CAP_SETGID):
-        if r != -1 and r not in (c.gid, c.egid) or e != -1 and e not in (c.gid, c.egid, c.sgid):
-            raise SyscallError(C.EPERM)
-        return _setres_unchecked(t, r, e, s, False)
-    return _setres(t, r, e, s, False)
+    return _setre(t, r, e, False)
 
 
-def _setres_unchecked(t, r, e, s, user):
-    c = t.creds
-    cur = (c.uid, c.euid, c.suid) if user else (c.gid, c.egid, c.sgid)
-    new = [cur[i] if v == -1 else v for i, v in enumerate((r, e, s))]
-    if user:
-        c.uid, c.euid, c.suid = new
-        c.fsuid = c.euid
-        _drop_caps_on_uid_change(c, cur)
-    else:
-        c.gid, c.egid, c.sgid = new
-        c.fsgid = c.egid
-    return 0
+def _set1(t, v, user: bool) -> int:
+    """setuid/setgid: all three with the capability, else only the effective id."""
+    v = _ids(v)
+    if v == -1:
+        raise SyscallError(C.EINVAL)
+    if _privileged(t, user):
+        return _apply(t, v, v, v, user)
+    real, _, saved = _ids_of(t.creds, user)
+    if v not in (real, saved):
+        raise SyscallError(C.EPERM)
+    return _apply(t, -1, v, -1, user)
 
 
 @syscall()
 def setuid(t, uid, *_):
-    uid = _ids(uid)
-    if uid == -1:
-        raise SyscallError(C.EINVAL)
-    c = t.creds
-    if c.has_cap(CAP_SETUID):
-        return _setres(t, uid, uid, uid, True)
-    if uid not in (c.uid, c.suid):
-        raise SyscallError(C.EPERM)
-    return _setres_unchecked(t, -1, uid, -1, True)
+    return _set1(t, uid, True)
 
 
 @syscall()
 def setgid(t, gid, *_):
-    gid = _ids(gid)
-    if gid == -1:
-        raise SyscallError(C.EINVAL)
-    c = t.creds
-    if c.has_cap(CAP_SETGID):
-        return _setres(t, gid, gid, gid, False)
-    if gid not in (c.gid, c.sgid):
-        raise SyscallError(C.EPERM)
-    return _setres_unchecked(t, -1, gid, -1, False)
+    return _set1(t, gid, False)
 
 
 @syscall()

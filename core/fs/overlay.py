@@ -8,6 +8,7 @@ import os
 from pysc.core.abi import consts as C
 from pysc.core.abi.structs import dtype_of_mode
 from pysc.core.errors import SyscallError
+from pysc.core.file import copy_to_fd
 from pysc.core.fs.tmpfs import DirFile, TmpFS, TmpInode
 from pysc.core.vfs import Filesystem, Inode
 
@@ -133,13 +134,7 @@ class OverlayInode(Inode):
             else:
                 f = lo.open(C.O_RDONLY, None, None)
                 try:
-                    off = 0
-                    while True:
-                        data = f.pread(1 << 20, off)
-                        if not data:
-                            break
-                        os.pwrite(dst, data, off)
-                        off += len(data)
+                    copy_to_fd(f, dst)
                 finally:
                     f.decref()
         up.st.atime_ns, up.st.mtime_ns, up.st.ctime_ns = st.atime_ns, st.mtime_ns, st.ctime_ns

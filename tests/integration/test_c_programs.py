@@ -75,3 +75,8 @@ def test_forbidden_syscalls_never_succeed(platform, cbin, static):
     assert not bad, "\n".join(bad) + "\n" + show(cp)
     # Unknown syscall numbers get ENOSYS, as DESIGN.md §4 says.
     assert results.get("unknown-nr-1000") == "ret=-1 errno=ENOSYS", show(cp)
+
+
+def test_credentials(platform, cbin):
+    """setuid family: the sandbox's credentials change as the host's would."""
+    run_both(platform, cbin("ids", True))
