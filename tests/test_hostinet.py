@@ -2,21 +2,18 @@
 the syscall handlers with real TCP and UDP on 127.0.0.1."""
 from __future__ import annotations
 
-import itertools
 import select
 import socket as pysocket
 import struct
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from pysc.core import unix
 from pysc.core.abi import consts as C
+from fakes import make_task, sc
 from pysc.core.abi.structs import IOVEC, MSGHDR, POLLFD
-from pysc.core.errors import SyscallError, WouldBlock
-from pysc.core.fdtable import FDTable
-from pysc.core.task import Credentials, Rlimits
+from pysc.core.errors import WouldBlock
 from pysc.netstack.hostinet import HostSocket
 from pysc.syscalls import net
 from pysc.syscalls import poll as P
@@ -24,67 +21,11 @@ from pysc.syscalls import poll as P
 IPPROTO_TCP, TCP_NODELAY = 6, 1
 
 
-class FakeMem:
-    def __init__(self, size=1 << 20, base=0x10000):
-        self.base, self.buf, self.top = base, bytearray(size), base
-
-    def _off(self, addr, n):
-        if addr < self.base or addr + n > self.base + len(self.buf):
-            raise SyscallError(C.EFAULT)
-        return addr - self.base
-
-    def read(self, addr, n):
-        o = self._off(addr, n)
-        return bytes(self.buf[o:o + n])
-
-    def write(self, addr, data):
-        o = self._off(addr, len(data))
-        self.buf[o:o + len(data)] = data
-        return len(data)
-
-    def read_u32(self, addr):
-        return struct.unpack("<I", self.read(addr, 4))[0]
-
-    def read_u64(self, addr):
-        return struct.unpack("<Q", self.read(addr, 8))[0]
-
-    def write_u32(self, addr, v):
-        self.write(addr, struct.pack("<I", v & 0xFFFFFFFF))
-
-    def write_u64(self, addr, v):
-        self.write(addr, struct.pack("<Q", v & (1 << 64) - 1))
-
-    def alloc(self, n):
-        a = self.top
-        self.top += (n + 15) & ~15
-        return a
-
-    def put(self, data):
-        a = self.alloc(max(len(data), 1))
-        self.write(a, data)
-        return a
-
-
-def make_task(network="host"):
-    kernel = SimpleNamespace(objects={}, network=network, anon_ino=itertools.count(7000), config={})
-    t = SimpleNamespace(kernel=kernel, fdtable=FDTable(), mem=FakeMem(), creds=Credentials(),
-                        tg=SimpleNamespace(pid=1, rlimits=Rlimits()), tid=1, ctx=SimpleNamespace())
-    return t
-
-
 @pytest.fixture
 def t():
     task = make_task()
     yield task
     task.fdtable.close_all()
-
-
-def sc(fn, t, *args):
-    args = tuple(args) + (0,) * (6 - len(args))
-    try:
-        return fn(t, *args)
-    except SyscallError as e:
-        return -e.errno
 
 
 def run(fn, t, *args, timeout=3.0):
@@ -336,9 +277,9 @@ def test_ipv6_loopback(t):
 
 
 def test_network_modes_and_families():
-    t = make_task("sandbox")
+    t = make_task(network="sandbox")
     assert sc(net.socket, t, C.AF_INET, C.SOCK_STREAM, 0) == -C.EAFNOSUPPORT
-    t = make_task("none")
+    t = make_task(network="none")
     fd = sc(net.socket, t, C.AF_INET, C.SOCK_STREAM, 0)
     assert fd >= 0
     assert sc(net.socket, t, C.AF_INET, C.SOCK_SEQPACKET, 0) == -C.ESOCKTNOSUPPORT

@@ -1,83 +1,21 @@
 """poll/select/epoll/eventfd handlers (syscalls/poll.py) on Sentry files."""
 from __future__ import annotations
 
-import itertools
 import os
 import struct
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from pysc.core import unix
 from pysc.core.abi import consts as C
+from fakes import make_task, sc
 from pysc.core.abi.structs import EPOLL_EVENT, POLLFD, TIMESPEC, TIMEVAL
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.eventfd import EventFD
-from pysc.core.fdtable import FDTable
 from pysc.core.file import HostFDFile
-from pysc.core.fs.tmpfs import MemFile, TmpFS
-from pysc.core.task import Credentials, FSContext, Rlimits
-from pysc.core.vfs import VFS, Mount
+from pysc.core.fs.tmpfs import MemFile
 from pysc.syscalls import poll as P
-
-
-class FakeMem:
-    def __init__(self, size=1 << 18, base=0x10000):
-        self.base, self.buf, self.top = base, bytearray(size), base
-
-    def _off(self, addr, n):
-        if addr < self.base or addr + n > self.base + len(self.buf):
-            raise SyscallError(C.EFAULT)
-        return addr - self.base
-
-    def read(self, addr, n):
-        o = self._off(addr, n)
-        return bytes(self.buf[o:o + n])
-
-    def write(self, addr, data):
-        o = self._off(addr, len(data))
-        self.buf[o:o + len(data)] = data
-        return len(data)
-
-    def read_u32(self, addr):
-        return struct.unpack("<I", self.read(addr, 4))[0]
-
-    def read_u64(self, addr):
-        return struct.unpack("<Q", self.read(addr, 8))[0]
-
-    def write_u32(self, addr, v):
-        self.write(addr, struct.pack("<I", v & 0xFFFFFFFF))
-
-    def write_u64(self, addr, v):
-        self.write(addr, struct.pack("<Q", v & (1 << 64) - 1))
-
-    def alloc(self, n):
-        a = self.top
-        self.top += (n + 15) & ~15
-        return a
-
-    def put(self, data):
-        a = self.alloc(max(len(data), 1))
-        self.write(a, data)
-        return a
-
-
-def make_task():
-    fs = TmpFS()
-    vfs = VFS(Mount(fs, fs.root, b"/", "tmpfs", "tmpfs"))
-    kernel = SimpleNamespace(objects={}, network="host", vfs=vfs, anon_ino=itertools.count(9000))
-    return SimpleNamespace(kernel=kernel, fdtable=FDTable(), mem=FakeMem(), creds=Credentials(),
-                           tg=SimpleNamespace(pid=1, rlimits=Rlimits()), tid=1,
-                           fs=FSContext(vfs.root, vfs.root), ctx=SimpleNamespace())
-
-
-def sc(fn, t, *args):
-    args = tuple(args) + (0,) * (6 - len(args))
-    try:
-        return fn(t, *args)
-    except SyscallError as e:
-        return -e.errno
 
 
 def sockpair(t, stype=C.SOCK_STREAM):

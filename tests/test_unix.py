@@ -1,100 +1,21 @@
 """AF_UNIX sockets: the syscall handlers of syscalls/net.py on Sentry unix sockets."""
 from __future__ import annotations
 
-import itertools
 import struct
 import time
-from types import SimpleNamespace
 
 import pytest
 
 from pysc.core import unix
 from pysc.core.abi import consts as C
+from fakes import make_kernel, make_task, sc
 from pysc.core.abi.structs import CMSGHDR, IOVEC, MSGHDR, UCRED, cmsg_space
-from pysc.core.errors import SyscallError, WouldBlock
+from pysc.core.errors import WouldBlock
 from pysc.core.eventfd import EventFD
-from pysc.core.fdtable import FDTable
-from pysc.core.fs.tmpfs import TmpFS
-from pysc.core.task import Credentials, FSContext, Rlimits
-from pysc.core.vfs import VFS, Mount
 from pysc.syscalls import net
 
 
 # --- a minimal fake task ---------------------------------------------------------------------
-
-class FakeMem:
-    def __init__(self, size=1 << 20, base=0x10000):
-        self.base, self.buf, self.top = base, bytearray(size), base
-
-    def _off(self, addr, n):
-        if addr < self.base or addr + n > self.base + len(self.buf):
-            raise SyscallError(C.EFAULT)
-        return addr - self.base
-
-    def read(self, addr, n):
-        o = self._off(addr, n)
-        return bytes(self.buf[o:o + n])
-
-    def write(self, addr, data):
-        o = self._off(addr, len(data))
-        self.buf[o:o + len(data)] = data
-        return len(data)
-
-    def read_cstr(self, addr, limit=4096):
-        o = self._off(addr, 1)
-        return bytes(self.buf[o:self.buf.index(0, o)])
-
-    def read_u32(self, addr):
-        return struct.unpack("<I", self.read(addr, 4))[0]
-
-    def read_u64(self, addr):
-        return struct.unpack("<Q", self.read(addr, 8))[0]
-
-    def write_u32(self, addr, v):
-        self.write(addr, struct.pack("<I", v & 0xFFFFFFFF))
-
-    def write_u64(self, addr, v):
-        self.write(addr, struct.pack("<Q", v & (1 << 64) - 1))
-
-    def alloc(self, n):
-        a = self.top
-        self.top += (n + 15) & ~15
-        return a
-
-    def put(self, data):
-        a = self.alloc(max(len(data), 1))
-        self.write(a, data)
-        return a
-
-
-def make_kernel(network="host"):
-    fs = TmpFS()
-    vfs = VFS(Mount(fs, fs.root, b"/", "tmpfs", "tmpfs"))
-    return SimpleNamespace(objects={}, network=network, vfs=vfs, anon_ino=itertools.count(5000),
-                           config={})
-
-
-_pids = itertools.count(100)
-
-
-def make_task(kernel=None, uid=0):
-    kernel = kernel or make_kernel()
-    pid = next(_pids)
-    t = SimpleNamespace(
-        kernel=kernel, fdtable=FDTable(), mem=FakeMem(), creds=Credentials.for_ids(uid, uid),
-        tg=SimpleNamespace(pid=pid, rlimits=Rlimits()), tid=pid,
-        fs=FSContext(kernel.vfs.root, kernel.vfs.root), ctx=SimpleNamespace())
-    return t
-
-
-def sc(fn, t, *args):
-    """Run a handler as the dispatcher does: -errno on failure; WouldBlock propagates."""
-    args = tuple(args) + (0,) * (6 - len(args))
-    try:
-        return fn(t, *args)
-    except SyscallError as e:
-        return -e.errno
-
 
 @pytest.fixture
 def sigpipes(monkeypatch):
