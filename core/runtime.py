@@ -392,6 +392,9 @@ def cmd_delete(config, pm, argv):
     try:
         st = S.load(root, a.id)
     except S.StateError as e:
+        S.remove(root, a.id)  # a half-created container may have left its directory
+        if a.force:  # as runc: deleting what is gone already is not an error with --force
+            return 0
         raise RuntimeError_(str(e)) from None
     if st.status not in ("stopped", "created") and not a.force:
         raise RuntimeError_(f"cannot delete container {a.id} that is not stopped: {st.status} "
