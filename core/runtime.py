@@ -266,8 +266,8 @@ def _running(root: str, cid: str) -> S.ContainerState:
         st = S.load(root, cid)
     except S.StateError as e:
         raise RuntimeError_(str(e)) from None
-    if st.status == "stopped":
-        raise RuntimeError_(f"container {cid} is not running")
+    if st.status == "stopped":  # the words runc uses, which the runc shim looks for
+        raise RuntimeError_(f"container {cid}: container not running")
     return st
 
 
@@ -378,6 +378,12 @@ def cmd_kill(config, pm, argv):
     a = p.parse_args(argv)
     sig = parse_signal(a.signal)
     root = state_dir(config)
+    if a.all:
+        try:
+            if S.load(root, a.id).status == "stopped":
+                return 0  # as runc: nothing left to signal
+        except S.StateError as e:
+            raise RuntimeError_(str(e)) from None
     _running(root, a.id)
     _request(root, a.id, control.Kill(sig, a.all))
     return 0

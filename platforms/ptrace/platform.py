@@ -283,6 +283,9 @@ class PtracePlatform:
               new_net: bool, make_init, hold: bool = False) -> None:
         """Spawn init; ``make_init(ctx)`` creates its Task.  With ``hold``, init
         waits before its first exec until release() (OCI create, then start)."""
+        # SIGCHLD (one for every tracee stop) is read through a signalfd: it
+        # must be blocked in every thread, so before any other thread starts.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         prog = seccomp.build_filter(seccomp.SECCOMP_RET_TRACE)
         sp = spawn_init(root, prog, new_net, self.fd_sock_peer.fileno(), exec_path, argv, env)
         self.spawned = sp
