@@ -290,8 +290,9 @@ def wait_stopped(root: str, cid: str, timeout: float | None = None) -> S.Contain
 
 
 # --- the commands ---
-def cmd_create(config, pm, argv):
-    p = _parser("create")
+def _create_parser(cmd: str) -> _Parser:
+    """The flags create and run share (runc's spellings)."""
+    p = _parser(cmd)
     p.add_argument("-b", "--bundle", default=".")
     p.add_argument("--pid-file")
     p.add_argument("--console-socket")
@@ -299,7 +300,11 @@ def cmd_create(config, pm, argv):
     p.add_argument("--no-new-keyring", action="store_true")
     p.add_argument("--preserve-fds", type=int, default=0)
     p.add_argument("id")
-    a = p.parse_args(argv)
+    return p
+
+
+def cmd_create(config, pm, argv):
+    a = _create_parser("create").parse_args(argv)
     return create(config, pm, a.id, a.bundle, a.pid_file, a.console_socket)
 
 
@@ -315,15 +320,8 @@ def cmd_start(config, pm, argv):
 
 
 def cmd_run(config, pm, argv):
-    p = _parser("run")
-    p.add_argument("-b", "--bundle", default=".")
+    p = _create_parser("run")
     p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("--pid-file")
-    p.add_argument("--console-socket")
-    p.add_argument("--no-pivot", action="store_true")
-    p.add_argument("--no-new-keyring", action="store_true")
-    p.add_argument("--preserve-fds", type=int, default=0)
-    p.add_argument("id")
     a = p.parse_args(argv)
     root = state_dir(config)
     if a.detach:

@@ -343,18 +343,22 @@ def sendmmsg(t, fd, msgvec, vlen, flags, *_):
     """Partial: after the first message, the rest are sent without blocking
     (a call that would block returns the count so far)."""
     sock = get_socket(t, fd)
-    flags = s32(flags)
+    return _each_mmsg(t, sock, msgvec, vlen, s32(flags), _sendmsg_one)
+
+
+def _each_mmsg(t, sock, msgvec, vlen, flags, one) -> int:
+    """sendmmsg/recvmmsg: ``one`` per mmsghdr; only the first may block."""
     vlen = min(vlen & 0xFFFFFFFF, UIO_MAXIOV)
     done = 0
     for i in range(vlen):
         entry = msgvec + i * MMSGHDR_SIZE
         try:
-            n = _sendmsg_one(t, sock, entry, flags | (C.MSG_DONTWAIT if done else 0))
+            n = one(t, sock, entry, flags | (C.MSG_DONTWAIT if done else 0))
         except (SyscallError, WouldBlock):
             if done == 0:
                 raise
             break
-        t.mem.write_u32(entry + 56, n)
+        t.mem.write_u32(entry + 56, n)  # msg_len
         done += 1
     return done
 
@@ -370,19 +374,7 @@ def recvmmsg(t, fd, msgvec, vlen, flags, timeout, *_):
         sec, nsec = TIMESPEC.unpack(t.mem.read(timeout, TIMESPEC.size))
         if sec < 0 or not 0 <= nsec < 1_000_000_000:
             raise SyscallError(C.EINVAL)
-    vlen = min(vlen & 0xFFFFFFFF, UIO_MAXIOV)
-    done = 0
-    for i in range(vlen):
-        entry = msgvec + i * MMSGHDR_SIZE
-        try:
-            n = _recvmsg_one(t, sock, entry, flags | (C.MSG_DONTWAIT if done else 0))
-        except (SyscallError, WouldBlock):
-            if done == 0:
-                raise
-            break
-        t.mem.write_u32(entry + 56, n)
-        done += 1
-    return done
+    return _each_mmsg(t, sock, msgvec, vlen, flags, _recvmsg_one)
 
 
 # --- options -------------------------------------------------------------------------------
