@@ -17,8 +17,16 @@ ELF_MAGIC = b"\x7fELF"
 
 @attrs.define
 class ExecInfo:
+    """What the Sentry resolved for an execve.  ``chain`` lists each file the
+    host kernel opens by path, in order (the file named by the call, then
+    ``#!`` interpreters), as (path as written, dentry); ``dirfd``, ``flags``
+    and ``path`` are the call's, for resolving the first file as the host will."""
     dentry: Dentry
     comm: bytes
+    chain: list = attrs.Factory(list)
+    dirfd: int = C.AT_FDCWD
+    flags: int = 0
+    path: bytes = b""
 
 
 def check_executable(t, d: Dentry) -> None:
@@ -49,16 +57,18 @@ def parse_shebang(header: bytes) -> tuple[bytes, bytes | None]:
     return interp, (arg or None)
 
 
-def resolve_image(t, d: Dentry, path: bytes, argv_ptrs: list) -> tuple[Dentry, list | None]:
-    """Follow ``#!`` lines; returns the ELF file's dentry and, if an interpreter
-    was involved, the new argv (bytes for new strings, ints for pointers into
-    the app's memory)."""
+def resolve_image(t, d: Dentry, path: bytes, argv_ptrs: list) -> tuple[Dentry, list | None, list]:
+    """Follow ``#!`` lines; returns the ELF file's dentry, the new argv if an
+    interpreter was involved (bytes for new strings, ints for pointers into
+    the app's memory) or None, and the chain of (path, dentry) followed."""
     argv: list | None = None
+    chain: list = []
     for _ in range(MAX_INTERP_DEPTH + 1):
+        chain.append((path, d))
         check_executable(t, d)
         header = read_header(t, d)
         if header.startswith(ELF_MAGIC):
-            return d, argv
+            return d, argv, chain
         if not header.startswith(b"#!"):
             raise SyscallError(C.ENOEXEC)
         interp, arg = parse_shebang(header)
@@ -67,6 +77,28 @@ def resolve_image(t, d: Dentry, path: bytes, argv_ptrs: list) -> tuple[Dentry, l
         path = interp
         d = t.kernel.vfs.walk(t, t.fs.cwd, interp, True)
     raise SyscallError(C.ELOOP)
+
+
+def elf_interpreter(fd: int) -> bytes | None:
+    """The PT_INTERP path of the ELF file open at host ``fd``, if it has one."""
+    header = os.pread(fd, 64, 0)
+    if len(header) < 64 or not header.startswith(ELF_MAGIC) or header[4] != 2:  # ELFCLASS64
+        return None
+    phoff = int.from_bytes(header[0x20:0x28], "little")
+    phentsize = int.from_bytes(header[0x36:0x38], "little")
+    phnum = int.from_bytes(header[0x38:0x3A], "little")
+    if phentsize < 56 or phnum > 256:
+        return None
+    table = os.pread(fd, phentsize * phnum, phoff)
+    for i in range(len(table) // phentsize):
+        ph = table[i * phentsize:(i + 1) * phentsize]
+        if int.from_bytes(ph[0:4], "little") == 3:  # PT_INTERP
+            offset = int.from_bytes(ph[8:16], "little")
+            size = int.from_bytes(ph[32:40], "little")
+            if size > 4096:
+                return None
+            return os.pread(fd, size, offset).split(b"\0", 1)[0] or None
+    return None
 
 
 def exec_fd(d: Dentry) -> int:

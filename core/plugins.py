@@ -17,6 +17,7 @@ BUILTIN_PLUGINS = (
     "pysc.core.coreflags",
     "pysc.core.fs",
     "pysc.platforms.ptrace",
+    "pysc.platforms.seccomp",
     "pysc.syscalls.fs",
     "pysc.syscalls.file",
     "pysc.syscalls.process",

@@ -25,15 +25,11 @@ def mmap(t, addr, length, prot, flags, fd, offset):
         raise SyscallError(C.EINVAL)
     f = t.fdtable.get(s32(fd))
     if getattr(f, "anonymous_mmap", False):  # /dev/zero
-        t.ctx.set_arg(3, flags | C.MAP_ANONYMOUS)
-        t.ctx.set_arg(4, -1)
-        return CONTINUE
+        return t.ctx.map_anonymous(s32(fd), f, flags)
     if not f.readable:
         raise SyscallError(C.EACCES)
     if flags & 0x3 in (C.MAP_SHARED, C.MAP_SHARED_VALIDATE) and prot & C.PROT_WRITE and not f.writable:
         raise SyscallError(C.EACCES)
     if f.inode is not None and f.inode.is_dir():
         raise SyscallError(C.ENODEV)
-    hostfd = t.ctx.fd_for_mmap(f)
-    t.ctx.set_arg(4, hostfd)
-    return CONTINUE
+    return t.ctx.map_file(s32(fd), f)

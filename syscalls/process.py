@@ -42,13 +42,14 @@ def do_execve(t, dirfd, path_addr, argv, envp, flags):
     argv_ptrs = t.mem.read_ptr_array(argv) if argv else []
     if envp:
         t.mem.read_ptr_array(envp)  # EFAULT now rather than from the host
-    elf, new_argv = resolve_image(t, d, path or d.path(), argv_ptrs)
+    elf, new_argv, chain = resolve_image(t, d, path or d.path(), argv_ptrs)
     if new_argv is None and not argv_ptrs:
         new_argv = []  # execve with an empty argv: the host fills nothing in either
     fd = exec_fd(elf)
     try:
         name = (path or elf.name).rsplit(b"/", 1)[-1][:15]
-        return t.ctx.exec_image(fd, new_argv, argv, envp, ExecInfo(elf, name))
+        info = ExecInfo(elf, name, chain, s32(dirfd), flags, path)
+        return t.ctx.exec_image(fd, new_argv, argv, envp, info)
     finally:
         os.close(fd)
 
@@ -60,7 +61,14 @@ def clone(t, flags, *_):
     if flags & C.CLONE_NEW_ANY:
         raise SyscallError(C.EPERM)
     if flags & (C.CLONE_UNTRACED | C.CLONE_PTRACE):
-        t.ctx.set_arg(0, flags & ~(C.CLONE_UNTRACED | C.CLONE_PTRACE))
+        return t.ctx.clone_flags(flags)
+    return CONTINUE
+
+
+@syscall("exit", "exit_group")
+def exit(t, *_):
+    """Only where the platform wants to see a process end before it does
+    (seccomp: to adopt children it forked natively); the host exits it."""
     return CONTINUE
 
 
@@ -123,8 +131,7 @@ def waitid(t, idtype, id_, infop, options, rusage, *_):
         tg = getattr(f, "thread_group", None)
         if tg is None:
             raise SyscallError(C.EBADF)
-        t.ctx.set_arg(0, C.P_PID)
-        t.ctx.set_arg(1, tg.pid)
+        return t.ctx.wait_pidfd(s32(id_), tg)
     return CONTINUE
 
 

@@ -23,9 +23,13 @@ class ProcMemory:
         self.reopen()
 
     def reopen(self) -> None:
-        """After an exec the old fd reads EOF: open the new address space."""
+        """After an exec the old fd reads EOF: open the new address space.
+        A process that has already exited has none (every access then fails)."""
         self.close()
-        self.fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self.fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            self.fd = -1
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -26,6 +26,7 @@ class Spawned:
     holder_pid: int
     init_pid: int
     go_fd: int  # write one byte here to let init install its filter and exec
+    lifeline: int = -1  # the Sentry's end of the holder's lifeline (see spawn_init)
 
 
 def _write_map(pid: int, name: str, text: str) -> None:
@@ -33,9 +34,9 @@ def _write_map(pid: int, name: str, text: str) -> None:
         f.write(text)
 
 
-def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
+def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int | None,
                exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
-               keep_fds: tuple[int, ...] = ()) -> Spawned:
+               filter_flags: int = 0) -> Spawned:
     """Fork the namespace holder and the init process; return their host pids."""
     flags = C.CLONE_NEWUSER | C.CLONE_NEWNS | C.CLONE_NEWPID | C.CLONE_NEWIPC | C.CLONE_NEWUTS
     if new_net:
@@ -43,9 +44,10 @@ def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
     to_sentry_r, to_sentry_w = os.pipe()
     to_holder_r, to_holder_w = os.pipe()
     go_r, go_w = os.pipe()
+    life_r, life_w = os.pipe()
     sentry = os.getpid()
-    sleeper = shutil.which("sleep")
-    sleeper = os.fsencode(sleeper) if sleeper else None
+    shell = shutil.which("sh")
+    shell = os.fsencode(shell) if shell else None
     pid = os.fork()
     if pid == 0:  # holder
         try:
@@ -58,24 +60,36 @@ def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
                 os._exit(1)
             init = os.fork()
             if init == 0:
-                _init(root, filter_prog, hidden_sock, exec_path, argv, env, go_r)
+                _init(root, filter_prog, filter_flags, hidden_sock, exec_path, argv, env, go_r)
             os.write(to_sentry_w, struct.pack("<q", init))
+            # The lifeline: when the Sentry is gone, however it ended, the
+            # holder reads EOF and kills init, which ends every process of
+            # the pid namespace (init's own parent-death signal does not
+            # survive its exec into the app).  A shell costs far less memory
+            # than this copy of the Sentry's Python.
+            os.dup2(life_r, 0)
+            devnull = os.open("/dev/null", os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
             os.closerange(3, 1 << 16)
-            # Nothing left to do but exist (the Sentry learns of init's exit
-            # through ptrace and ends the holder itself): a small program
-            # costs far less memory than this copy of the Sentry's Python.
-            if sleeper:
+            # As the namespace's root (like init) it may still signal init
+            # after its exec, which recomputes its capabilities.
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            if shell:
                 try:
-                    os.execv(sleeper, [b"pysc-ns-holder", b"infinity"])
+                    os.execv(shell, [b"pysc-ns-holder", b"-c", b"read x; kill -9 $0", b"%d" % init])
                 except OSError:
                     pass
-            while True:
-                signal.pause()
+            os.read(0, 1)
+            os.kill(init, signal.SIGKILL)
+            os._exit(0)
         except BaseException:
             os._exit(127)
     os.close(to_sentry_w)
     os.close(to_holder_r)
     os.close(go_r)
+    os.close(life_r)
     try:
         if os.read(to_sentry_r, 1) != b"u":
             raise OSError("the namespace holder failed to unshare its namespaces")
@@ -96,11 +110,12 @@ def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(go_w)
+        os.close(life_w)
         raise
     finally:
         os.close(to_sentry_r)
         os.close(to_holder_w)
-    return Spawned(pid, init_pid, go_w)
+    return Spawned(pid, init_pid, go_w, life_w)
 
 
 # user first: it grants the rights for the rest.  The holder itself stays in
@@ -108,8 +123,9 @@ def spawn_init(root: str, filter_prog: list, new_net: bool, hidden_sock: int,
 NAMESPACES = ("user", "ipc", "uts", "net", "mnt", "pid_for_children")
 
 
-def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int, exec_path: bytes,
-                 argv: list[bytes], env: dict[bytes, bytes]) -> Spawned:
+def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int | None,
+                 exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
+                 filter_flags: int = 0) -> Spawned:
     """Start another app process (for `exec`) in the namespaces of a running
     sandbox: an intermediate process joins them (the pid namespace applies to
     its children) and forks the new process, which then goes on as init did."""
@@ -128,7 +144,7 @@ def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int
                         raise
             child = os.fork()
             if child == 0:
-                _init(root, filter_prog, hidden_sock, exec_path, argv, env, go_r)
+                _init(root, filter_prog, filter_flags, hidden_sock, exec_path, argv, env, go_r)
             os.write(to_sentry_w, struct.pack("<q", child))
             os.closerange(3, 1 << 16)
             _, status = os.waitpid(child, 0)
@@ -148,9 +164,11 @@ def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int
     return Spawned(pid, struct.unpack("<q", data)[0], go_w)
 
 
-def _init(root: str, filter_prog: list, hidden_sock: int, exec_path: bytes, argv: list[bytes],
-          env: dict[bytes, bytes], go_r: int) -> None:
-    """In the init process: never returns."""
+def _init(root: str, filter_prog: list, filter_flags: int, hidden_sock: int | None, exec_path: bytes,
+          argv: list[bytes], env: dict[bytes, bytes], go_r: int) -> None:
+    """In the init process: never returns.  With ``hidden_sock`` None, no fd
+    but 0-2 is open when the filter is installed (a listener it creates is
+    then fd 3)."""
     try:
         os.setsid()
         devnull = os.open("/dev/null", os.O_RDWR)
@@ -161,14 +179,20 @@ def _init(root: str, filter_prog: list, hidden_sock: int, exec_path: bytes, argv
         os.setresuid(0, 0, 0)
         native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)  # after the id change, which clears it
         import fcntl
-        hidden = fcntl.fcntl(hidden_sock, fcntl.F_DUPFD, 1000)
+        hidden = fcntl.fcntl(hidden_sock, fcntl.F_DUPFD, 1000) if hidden_sock is not None else None
         go = fcntl.fcntl(go_r, fcntl.F_DUPFD_CLOEXEC, 1000)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        os.dup2(hidden, HIDDEN_FD, inheritable=True)
+        if hidden is not None:
+            os.dup2(hidden, HIDDEN_FD, inheritable=True)
         os.dup2(go, HIDDEN_FD + 1, inheritable=False)
         go = HIDDEN_FD + 1
         os.closerange(go + 1, 1 << 16)
+        if hidden is None:
+            try:
+                os.close(HIDDEN_FD)
+            except OSError:
+                pass
         for sig in range(1, signal.NSIG):
             if sig not in (signal.SIGKILL, signal.SIGSTOP):
                 try:
@@ -180,7 +204,7 @@ def _init(root: str, filter_prog: list, hidden_sock: int, exec_path: bytes, argv
             os._exit(1)
         os.close(go)
         native.prctl(native.PR_SET_NO_NEW_PRIVS, 1)
-        native.install_seccomp(filter_prog)
+        native.install_seccomp(filter_prog, filter_flags)
         # The Sentry serves this execve like any other (the filter is on).
         os.execve(exec_path, argv, env)
     except BaseException:

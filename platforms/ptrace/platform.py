@@ -27,7 +27,8 @@ from pysc.core.dispatch import CONTINUE
 from pysc.core.errors import SyscallError, TaskGone, WouldBlock
 from pysc.platforms.hostproc import native, seccomp
 from pysc.platforms.hostproc.memory import ProcMemory
-from pysc.platforms.hostproc.spawn import HIDDEN_FD, enter_netns_of, spawn_init, spawn_joined
+from pysc.platforms.hostproc.base import HostProcessPlatform, HostWaits, ns_pid_of
+from pysc.platforms.hostproc.spawn import HIDDEN_FD, spawn_init, spawn_joined
 from pysc.platforms.hostproc.native import (
     PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_FORK, PTRACE_EVENT_SECCOMP,
     PTRACE_EVENT_STOP, PTRACE_EVENT_VFORK, PTRACE_GETEVENTMSG, PTRACE_GETREGS, PTRACE_INTERRUPT,
@@ -202,16 +203,35 @@ class PtraceContext:
             raise SyscallError(C.EIO)
         return self.mem.read_u32(base + 128 + CMSGHDR.size)
 
-    def fd_for_mmap(self, file) -> int:
-        key = file
-        fd = self.mm.installed.get(key)
+    def map_file(self, vfd: int, file) -> object:
+        """Let the host map ``file`` for the mmap being served: its fd argument
+        becomes a host fd of the file, installed once per address space."""
+        fd = self.mm.installed.get(file)
         if fd is None:
             hostfd = file.host_fd()
             if hostfd is None:
                 raise SyscallError(C.ENODEV)
             fd = self.install_fd(hostfd)
-            self.mm.installed[key] = fd
-        return fd
+            self.mm.installed[file] = fd
+        self.set_arg(4, fd)
+        return CONTINUE
+
+    def map_anonymous(self, vfd: int, file, flags: int) -> object:
+        """Serve the mmap of a file that maps as anonymous memory (/dev/zero)."""
+        self.set_arg(3, flags | C.MAP_ANONYMOUS)
+        self.set_arg(4, -1)
+        return CONTINUE
+
+    def wait_pidfd(self, vfd: int, tg) -> object:
+        """waitid(P_PIDFD) on a Sentry pidfd: wait for the pid instead."""
+        self.set_arg(0, C.P_PID)
+        self.set_arg(1, tg.pid)
+        return CONTINUE
+
+    def clone_flags(self, flags: int) -> object:
+        """clone with CLONE_UNTRACED/CLONE_PTRACE: the app may not trace, drop them."""
+        self.set_arg(0, flags & ~(C.CLONE_UNTRACED | C.CLONE_PTRACE))
+        return CONTINUE
 
     def set_arg(self, index: int, value: int) -> None:
         setattr(self.regs, ("rdi", "rsi", "rdx", "r10", "r8", "r9")[index], value & MASK64)
@@ -250,7 +270,7 @@ class PtraceContext:
         return CONTINUE
 
 
-class PtracePlatform:
+class PtracePlatform(HostProcessPlatform):
     """App threads are host processes; seccomp RET_TRACE stops them at emulated calls."""
     name = "ptrace"
     delegates = seccomp.DELEGATED | {"mmap (MAP_ANONYMOUS)", "clone (no namespace flags)"}
@@ -340,16 +360,6 @@ class PtracePlatform:
         os.close(sp.go_fd)
         return sp.init_pid
 
-    def release(self) -> None:
-        """Let init install its filter and exec the app (any thread may call this)."""
-        sp = self.spawned
-        if sp is not None and sp.go_fd >= 0:
-            fd, sp.go_fd = sp.go_fd, -1
-            try:
-                os.write(fd, b"g")
-            finally:
-                os.close(fd)
-
     def host_pids(self) -> list[int]:
         """Host pids of every app thread (for signals and statistics)."""
         return list(self.contexts)
@@ -362,7 +372,7 @@ class PtracePlatform:
         self.sigfd = native.signalfd([signal.SIGCHLD])
         ep = select.epoll()
         ep.register(self.sigfd, select.EPOLLIN)
-        watched: dict[int, int] = {}
+        waits = HostWaits(ep, kernel)
         try:
             while self.contexts:
                 timeout = kernel.next_timeout()
@@ -373,25 +383,7 @@ class PtracePlatform:
                         break
                     self.event(pid, status)
                     continue
-                want = {fd: ev for fd, waits in kernel.host_waits.items()
-                        for ev in [0] if waits for ev in [self._union(waits)]}
-                for fd in list(watched):
-                    if fd not in want:
-                        try:
-                            ep.unregister(fd)
-                        except OSError:
-                            pass
-                        del watched[fd]
-                for fd, ev in want.items():
-                    try:
-                        if fd in watched:
-                            if watched[fd] != ev:
-                                ep.modify(fd, ev)
-                        else:
-                            ep.register(fd, ev)
-                        watched[fd] = ev
-                    except OSError:
-                        kernel.host_fd_ready(fd, C.POLLERR)
+                waits.sync()
                 ready = ep.poll(-1 if timeout is None else timeout)
                 for fd, revents in ready:
                     if fd == self.sigfd:
@@ -407,13 +399,6 @@ class PtracePlatform:
         finally:
             ep.close()
             os.close(self.sigfd)
-
-    @staticmethod
-    def _union(waits) -> int:
-        ev = 0
-        for events, _ in waits.values():
-            ev |= events
-        return ev
 
     def drain_waits(self) -> None:
         while True:
@@ -575,51 +560,8 @@ class PtracePlatform:
         except (BlockingIOError, OSError):
             pass
 
-    def enter_netns(self) -> None:
-        """Make the Sentry's sockets (hostinet) live in the sandbox's network namespace."""
-        enter_netns_of(self.spawned.holder_pid)
-
-    def init_handles(self, sig: int) -> bool:
-        """Whether init has a handler for ``sig`` (read from the host's /proc)."""
-        try:
-            with open(f"/proc/{self.spawned.init_pid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"SigCgt:"):
-                        return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
-        except (OSError, AttributeError):
-            pass
-        return False
-
-    def signal_init(self, sig: int) -> None:
-        if self.spawned is not None:
-            try:
-                os.kill(self.spawned.init_pid, sig)
-            except OSError:
-                pass
-
-    def kill_all(self) -> None:
-        if self.spawned is not None:
-            for pid in (self.spawned.init_pid, self.spawned.holder_pid):
-                if pid is not None:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-
 
 def ptrace_geteventmsg(pid: int) -> int:
     msg = ctypes.c_ulong()
     ptrace(PTRACE_GETEVENTMSG, pid, 0, ctypes.addressof(msg))
     return msg.value
-
-
-def ns_pid_of(host_pid: int) -> int:
-    """The pid a host process has in its own (innermost) pid namespace."""
-    try:
-        with open(f"/proc/{host_pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"NSpid:"):
-                    return int(line.split()[-1])
-    except OSError:
-        pass
-    return host_pid

@@ -22,8 +22,9 @@ pysc process exits, whatever its containers still hold open.
 
 The ``pysc`` command is the installed console script or ``python -m
 pysc.core.cli``; ``PYSC_TEST_CMD`` (a shell-quoted command line) replaces it
-for debugging.  The platform is the first of ``--pysc-platforms`` (default
-ptrace).
+for debugging.  Tests that use ``runtime`` run on every host-process
+platform pysc has here (ptrace, seccomp), or on those ``--pysc-platforms``
+names; tests of configuration errors run on the first of them only.
 """
 from __future__ import annotations
 
@@ -181,10 +182,27 @@ def parse_json(cp: subprocess.CompletedProcess, what: str):
         raise AssertionError(f"{what}: stdout is not JSON ({e})\n{show(cp)}") from None
 
 
-def _platform(config) -> str:
+HOST_PLATFORMS = ("ptrace", "seccomp")
+
+
+def _platforms(config) -> list[str]:
     wanted = [p.strip() for p in (config.getoption("--pysc-platforms", default="") or "").split(",")
               if p.strip()]
-    return wanted[0] if wanted else "ptrace"
+    if wanted:
+        return wanted
+    from ..integration.conftest import query_platforms
+    found, _ = query_platforms()
+    names = [p for p in HOST_PLATFORMS if p in found and found[p] is None]
+    return names or ["ptrace"]
+
+
+def pytest_generate_tests(metafunc):
+    if "runtime" not in metafunc.fixturenames:
+        return
+    names = _platforms(metafunc.config)
+    if metafunc.module.__name__.endswith("test_bundle_errors"):
+        names = names[:1]  # the configuration is checked before any platform starts
+    metafunc.parametrize("runtime", names, indirect=True)
 
 
 # ---------------------------------------------------------------- running pysc
@@ -436,7 +454,7 @@ class Runtime:
 
 @pytest.fixture
 def runtime(request, tmp_path) -> Runtime:
-    rt = Runtime(tmp_path, _platform(request.config))
+    rt = Runtime(tmp_path, request.param)
     yield rt
     problems = rt.teardown()
     if problems:

@@ -15,8 +15,11 @@ runtime that runs nothing does not pass.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -232,3 +235,31 @@ def test_host_processes_are_invisible(runtime, bundle):
     finally:
         host.kill()
         host.wait(timeout=10)
+
+
+def test_racing_a_path_after_the_check_reaches_no_host_file(runtime, bundle, tmp_path):
+    """A second thread rewrites the path string of execve and openat after the
+    call was made, between a container file and a host file (absolute paths
+    that exist only on the host).  The check the Sentry made must be the one
+    that counts: never the host's executable or the host's file."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed")
+    src = Path(__file__).resolve().parent.parent / "integration" / "c" / "race.c"
+    host_exe, host_file = tmp_path / "host-exe", tmp_path / "host-file.txt"
+    exit42 = tmp_path / "exit42.c"
+    exit42.write_text("int main(void) { return 42; }\n")
+    subprocess.run([gcc, "-static", "-O", "-o", str(host_exe), str(exit42)], check=True)
+    host_file.write_text("HOST\n")
+    assert subprocess.run([str(host_exe)]).returncode == 42  # the bait works on the host
+    b = bundle(["/race", "/bin/true", str(host_exe), "/etc/hostname", str(host_file), "150"])
+    subprocess.run([gcc, "-static", "-O", "-pthread", "-o", str(b / "rootfs" / "race"), str(src)], check=True)
+    cp = runtime.run("run", "-b", b, runtime.new_id(), timeout=120)
+    assert_no_traceback(cp)
+    assert_ok(cp)
+    got = dict(re.findall(r"^(exec|open): (.*)$", cp.stdout, re.M))
+    assert set(got) == {"exec", "open"}, show(cp)
+    for what, counts in got.items():
+        n = dict(kv.split("=") for kv in counts.split())
+        assert n["host"] == "0", f"{what} reached the host's file\n{show(cp)}"
+        assert int(n["inside"]) > 0, f"{what} never ran the container's file: the test proves nothing\n{show(cp)}"
