@@ -148,6 +148,11 @@ def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int
             os.write(to_sentry_w, struct.pack("<q", child))
             os.closerange(3, 1 << 16)
             _, status = os.waitpid(child, 0)
+            if os.WIFSIGNALED(status):  # end the same way, so the Sentry reads the same status
+                sig = os.WTERMSIG(status)
+                signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+                os.kill(os.getpid(), sig)
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
         except BaseException:
             os._exit(127)

@@ -207,6 +207,7 @@ class SeccompPlatform(HostProcessPlatform):
         self.parked: set[SeccompContext] = set()
         self.calls: collections.deque = collections.deque()
         self.children: list[int] = []  # host children to reap (holder, exec joiners)
+        self.joiners: dict[int, int] = {}  # host pid of an exec'd process -> its parent, our child
         self.ep = select.epoll()
         self.doorbell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self.ep.register(self.doorbell, select.EPOLLIN)
@@ -269,7 +270,7 @@ class SeccompPlatform(HostProcessPlatform):
         ``make_task(ctx, ns_pid)`` creates its Task.  Returns its host pid."""
         sp = spawn_joined(self.spawned.holder_pid, self.exec_root.path, self.filter, None, exec_path,
                           argv, env, filter_flags=FILTER_FLAGS)
-        self.children.append(sp.holder_pid)
+        self.joiners[sp.init_pid] = sp.holder_pid
         ctx = self._new_context(sp.init_pid, MM(sp.init_pid), sp.init_pid)
         make_task(ctx, ns_pid_of(sp.init_pid))
         os.write(sp.go_fd, b"g")
@@ -551,6 +552,13 @@ class SeccompPlatform(HostProcessPlatform):
         ctx.parked = None
         ctx.mm.drop()
         status = exit_status_of(ctx.host_tgid)
+        joiner = self.joiners.pop(ctx.tid, None)
+        if joiner is not None:  # its parent, which reaps it, ends with its status
+            try:
+                _, joined = os.waitpid(joiner, 0)
+                status = joined if status is None else status
+            except ChildProcessError:
+                pass
         if ctx.task is not None:
             self.kernel.task_exited(ctx.task, status or 0)
         if self.parked:
@@ -559,13 +567,14 @@ class SeccompPlatform(HostProcessPlatform):
     # --- the end ---
     def kill_all(self) -> None:
         super().kill_all()
-        for pid in self.children:
+        for pid in self.children + list(self.joiners.values()):
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             except OSError:
                 pass
         self.children.clear()
+        self.joiners.clear()
         for listener in list(self.listeners.values()):
             self._drop_listener(listener)
         for ctx in list(self.contexts.values()):

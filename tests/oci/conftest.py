@@ -190,10 +190,13 @@ def _platforms(config) -> list[str]:
               if p.strip()]
     if wanted:
         return wanted
-    from ..integration.conftest import query_platforms
-    found, _ = query_platforms()
-    names = [p for p in HOST_PLATFORMS if p in found and found[p] is None]
-    return names or ["ptrace"]
+    try:
+        cp = subprocess.run([*pysc_cmd(), "help", "platforms"], capture_output=True, text=True,
+                            timeout=60, env=TEST_ENV, stdin=subprocess.DEVNULL)
+        available = set(re.findall(r"^(\S+)\s+available$", cp.stdout, re.M))
+    except (OSError, subprocess.TimeoutExpired):
+        available = set()
+    return [p for p in HOST_PLATFORMS if p in available] or ["ptrace"]
 
 
 def pytest_generate_tests(metafunc):

@@ -252,7 +252,8 @@ def test_racing_a_path_after_the_check_reaches_no_host_file(runtime, bundle, tmp
     subprocess.run([gcc, "-static", "-O", "-o", str(host_exe), str(exit42)], check=True)
     host_file.write_text("HOST\n")
     assert subprocess.run([str(host_exe)]).returncode == 42  # the bait works on the host
-    b = bundle(["/race", "/bin/true", str(host_exe), "/etc/hostname", str(host_file), "150"])
+    b = bundle(["/race", "/bin/true", str(host_exe), "/inside.txt", str(host_file), "150"],
+               files={"inside.txt": "INSIDE\n"})
     subprocess.run([gcc, "-static", "-O", "-pthread", "-o", str(b / "rootfs" / "race"), str(src)], check=True)
     cp = runtime.run("run", "-b", b, runtime.new_id(), timeout=120)
     assert_no_traceback(cp)
