@@ -621,9 +621,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                  epilog="workloads:\n" + "\n".join(
                                      f"  {w.name:<18} {w.kind:<9} {w.description}"
                                      for w in WORKLOADS))
-    ap.add_argument("--platforms", default="ptrace",
+    ap.add_argument("--platforms", default="ptrace,seccomp",
                     help="comma-separated pysc platforms; '' for native and runsc only "
-                         "(default: ptrace)")
+                         "(default: ptrace,seccomp)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per cell (default 5)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: repeat 1 and fewer iterations")
@@ -634,7 +634,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                     help="pysc command (default: `pysc` on PATH), e.g. 'python3 -m pysc'")
     ap.add_argument("--runsc", default="runsc", help="runsc executable (default: runsc)")
     ap.add_argument("--runsc-platform", default="ptrace",
-                    help="gVisor platform (default: ptrace)")
+                    help="gVisor platform (default: ptrace,seccomp)")
     ap.add_argument("--no-runsc", action="store_true", help="skip the runsc column")
     ap.add_argument("--runc", default="runc",
                     help="runc executable, for the container workloads (default: runc)")

@@ -4,6 +4,10 @@ from __future__ import annotations
 from pysc.core.hookspecs import hookimpl
 
 
+DEFAULT_PLATFORM = "seccomp"
+FALLBACK_PLATFORM = "ptrace"
+
+
 @hookimpl
 def pysc_add_flags(flags):
     add = flags.add
@@ -15,7 +19,9 @@ def pysc_add_flags(flags):
         "file (or directory, with a trailing /) for the Sentry's and the gofer's logs; "
         "%ID%, %COMMAND% and %TIMESTAMP% are replaced")
     add("systemd-cgroup", bool, False, "accepted for runc compatibility; pysc manages no cgroups")
-    add("platform", str, "ptrace", "how app code runs: ptrace, seccomp or kvm (see `pysc help platforms`)")
+    add("platform", str, DEFAULT_PLATFORM,
+        "how app code runs: seccomp, ptrace or kvm (see `pysc help platforms`); the default falls back "
+        "to ptrace where seccomp is unavailable")
     add("network", str, "host",
         "network: host (inet sockets are host sockets of the sandbox's namespace), none "
         "(loopback only, a fresh network namespace) or sandbox (the user-space netstack)",
@@ -33,6 +39,6 @@ def pysc_add_flags(flags):
     add("strace-syscalls", str, "", "comma-separated syscalls to trace (default: all)")
     add("strace-log-size", int, 32, "how many bytes of a buffer argument --strace shows")
     add("pin-cpu", bool, True,
-        "ptrace: run the tracer and the app on one CPU (a stop costs a third of a cross-CPU one)")
+        "ptrace, seccomp: run the Sentry and the app on one CPU (a round trip costs far less than across CPUs)")
     add("allow-flag-override", bool, False,
         "let dev.pysc.flag.NAME annotations in config.json override flags")

@@ -14,6 +14,7 @@ from pysc.core.file import HostFDFile
 from pysc.core.fs.overlay import OverlayFS
 from pysc.core.fs.tmpfs import TmpFS
 from pysc.core.kernel import Kernel
+from pysc.core.coreflags import DEFAULT_PLATFORM, FALLBACK_PLATFORM
 from pysc.core.sandbox_paths import debug_log_path
 from pysc.core.task import Credentials, FSContext
 from pysc.core.vfs import VFS, Mount
@@ -49,6 +50,10 @@ class Sandbox:
             raise SandboxError(f"unknown platform {name!r}: choose one of {', '.join(sorted(platforms))}")
         cls = platforms[name]
         why = cls.available()
+        if why and name == DEFAULT_PLATFORM and FALLBACK_PLATFORM in platforms \
+                and not platforms[FALLBACK_PLATFORM].available():
+            log.warning("platform %s is not available here (%s): using %s", name, why, FALLBACK_PLATFORM)
+            name, cls, why = FALLBACK_PLATFORM, platforms[FALLBACK_PLATFORM], None
         if why:
             raise SandboxError(f"platform {name} is not available here: {why}")
         if config.network == "sandbox":
@@ -213,7 +218,7 @@ class Sandbox:
              netns_path: str | None = None, hold: bool = False, umask: int = 0o022) -> None:
         """Build the sandbox and spawn its init, which waits before exec if ``hold``."""
         self.root_path = root_path
-        if self.config.get("pin-cpu") and self.platform.name == "ptrace":
+        if self.config.get("pin-cpu") and self.platform.name in ("ptrace", "seccomp"):
             pin_to_one_cpu()
         self.build_vfs(root_path, mounts, root_readonly)
         for dest, ro in tmpfs:

@@ -168,11 +168,7 @@ class SeccompContext:
                 root.place(info.path, first, base)
             for path, d in info.chain[1:]:
                 root.place(path, d)
-            fd = exec_fd(info.dentry)
-            try:
-                interp = elf_interpreter(fd)
-            finally:
-                os.close(fd)
+            interp = elf_interpreter(hostfd)  # the Sentry's fd of the ELF file
             if interp is not None:
                 root.place(interp, t.kernel.vfs.walk(t, t.fs.cwd, interp, True))
         except OSError as e:

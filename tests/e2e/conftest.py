@@ -47,6 +47,8 @@ from pathlib import Path
 
 import pytest
 
+from pysc.core.coreflags import DEFAULT_PLATFORM
+
 from .image import BUSYBOX, build_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +100,7 @@ def _platform(config) -> str:
     except ValueError:
         value = os.environ.get("PYSC_TEST_PLATFORMS", "")
     first = [p.strip() for p in value.split(",") if p.strip()]
-    return first[0] if first else "ptrace"
+    return first[0] if first else DEFAULT_PLATFORM
 
 
 def tail(text: str | bytes | None, limit: int = 4000) -> str:

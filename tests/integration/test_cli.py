@@ -41,7 +41,7 @@ def test_usage():
 def test_flags_lists_defaults():
     cp = run_pysc_raw("flags")
     assert cp.returncode == 0, show(cp)
-    expected = {"platform": "ptrace", "network": "host", "strace": "false", "overlay2": "root:memory",
+    expected = {"platform": "seccomp", "network": "host", "strace": "false", "overlay2": "root:memory",
                 "directfs": "true", "debug": "false", "debug-log": "", "root": "/var/run/pysc"}
     for name, default in expected.items():
         m = re.search(rf"^--{re.escape(name)}\s+\(default '([^']*)'\)", cp.stdout, re.M)
