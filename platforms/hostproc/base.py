@@ -4,6 +4,8 @@ about app processes, and keeping an epoll set in step with the host fds the
 Sentry's parked calls wait on."""
 from __future__ import annotations
 
+import collections
+import logging
 import os
 import select
 import signal
@@ -11,11 +13,22 @@ import signal
 from pysc.core.abi import consts as C
 from pysc.platforms.hostproc.spawn import Spawned, enter_netns_of
 
+log = logging.getLogger("pysc.platform")
+
 
 class HostProcessPlatform:
     """Base of the platforms whose app threads are host processes."""
     name = "?"
     spawned: Spawned | None = None
+    calls: collections.deque  # work call_soon() queued for the loop thread
+
+    def _run_calls(self) -> None:
+        while self.calls:
+            fn = self.calls.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("%s: a call from another thread failed", self.name)
 
     def release(self) -> None:
         """Let init install its filter and exec the app (any thread may call this)."""

@@ -336,14 +336,6 @@ class PtracePlatform(HostProcessPlatform):
         except (ProcessLookupError, TypeError):
             pass
 
-    def _run_calls(self) -> None:
-        while self.calls:
-            fn = self.calls.popleft()
-            try:
-                fn()
-            except Exception:
-                log.exception("tracer: a call from another thread failed")
-
     def spawn_process(self, root: str, exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
                       make_task) -> int:
         """Start another app process in the sandbox (on the tracer thread);

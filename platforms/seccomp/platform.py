@@ -296,14 +296,6 @@ class SeccompPlatform(HostProcessPlatform):
         self.calls.append(fn)
         os.eventfd_write(self.doorbell, 1)
 
-    def _run_calls(self) -> None:
-        while self.calls:
-            fn = self.calls.popleft()
-            try:
-                fn()
-            except Exception:
-                log.exception("seccomp: a call from another thread failed")
-
     def host_pids(self) -> list[int]:
         return list(self.contexts)
 
