@@ -23,7 +23,7 @@ Each cell is the median over ``--repeat`` runs.  A cell that cannot be
 measured (pysc missing, a crash, wrong output, a timeout) shows ``error`` and
 the first line of its stderr is listed under the table; the run goes on.
 
-Usage:  python3 bench/run.py [--quick] [--platforms ptrace,seccomp]
+Usage:  python3 bench/run.py [--quick] [--platforms ptrace,seccomp,kvm]
                              [--workloads getppid,true] [--json out.json]
 """
 
@@ -56,6 +56,7 @@ C_SOURCE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -122,6 +123,67 @@ static void op_fork_exec(const char *path) {
     }
 }
 
+static void op_mmap_munmap(const char *arg) {
+    /* 64 KiB of anonymous memory mapped and unmapped, never touched. */
+    (void)arg;
+    void *p = mmap(NULL, 64 * 1024, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) die("mmap");
+    if (munmap(p, 64 * 1024) != 0) die("munmap");
+}
+
+static void op_page_touch(const char *arg) {
+    /* 4 MiB of fresh anonymous memory, one write per page, then unmapped. */
+    (void)arg;
+    size_t len = 4 << 20;
+    volatile char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) die("mmap");
+    for (size_t i = 0; i < len; i += 4096) p[i] = 1;
+    if (munmap((void *)p, len) != 0) die("munmap");
+}
+
+/* A CPU-bound compression loop: greedy LZ77 with a hash of 4-byte prefixes
+   over 1 MiB of generated text; no syscalls inside. */
+#define CIN (1 << 20)
+static unsigned char cin[CIN], cout[CIN + CIN / 8 + 16];
+static unsigned int chash[1 << 16];
+static volatile size_t csink;
+
+static void op_compress(const char *arg) {
+    (void)arg;
+    static int ready;
+    if (!ready) {
+        unsigned int x = 12345;
+        static const char *words[] = {"sandbox ", "kernel ", "syscall ", "page ", "fault ", "vcpu ",
+                                      "memory ", "signal ", "thread ", "futex "};
+        size_t n = 0;
+        while (n < CIN) {
+            x = x * 1103515245u + 12345u;
+            const char *w = words[(x >> 16) % 10];
+            while (*w && n < CIN) cin[n++] = (unsigned char)*w++;
+        }
+        ready = 1;
+    }
+    memset(chash, 0, sizeof chash);
+    size_t i = 0, o = 0;
+    while (i + 4 <= CIN) {
+        unsigned int v = cin[i] | cin[i + 1] << 8 | cin[i + 2] << 16 | (unsigned int)cin[i + 3] << 24;
+        unsigned int h = (v * 2654435761u) >> 16;
+        size_t cand = chash[h];
+        chash[h] = (unsigned int)i;
+        size_t len = 0;
+        if (cand < i && i - cand < 65536)
+            while (i + len < CIN && len < 255 && cin[cand + len] == cin[i + len]) len++;
+        if (len >= 4) {
+            cout[o++] = 0xff; cout[o++] = (unsigned char)len;
+            cout[o++] = (unsigned char)(i - cand); cout[o++] = (unsigned char)((i - cand) >> 8);
+            i += len;
+        } else {
+            cout[o++] = cin[i++];
+        }
+    }
+    csink = o;
+}
+
 struct op { const char *name; void (*fn)(const char *); };
 static const struct op ops[] = {
     {"getppid", op_getppid},
@@ -129,6 +191,9 @@ static const struct op ops[] = {
     {"open_fstat_close", op_open_fstat_close},
     {"seqread", op_seqread},
     {"fork_exec", op_fork_exec},
+    {"mmap_munmap", op_mmap_munmap},
+    {"page_touch", op_page_touch},
+    {"compress", op_compress},
 };
 
 int main(int argc, char **argv) {
@@ -208,6 +273,12 @@ WORKLOADS: list[Workload] = [
     _per_op("fork_exec_wait", "fork_exec", 100, 10, "us",
             "fork + execve(/bin/true) + waitpid loop",
             arg=lambda env: "/bin/true"),
+    _per_op("mmap_munmap", "mmap_munmap", 5_000, 500, "us",
+            "anonymous mmap + munmap of 64 KiB, untouched"),
+    _per_op("page_touch_4MiB", "page_touch", 50, 5, "ms",
+            "mmap 4 MiB, write one byte per page, munmap"),
+    _per_op("compress_1MiB", "compress", 20, 3, "ms",
+            "CPU-bound: greedy LZ77 over 1 MiB of text, no syscalls"),
     Workload("true", "wall", "whole-command start-up of /bin/true",
              lambda env: ["/bin/true"]),
     Workload("sh_pipe_loop", "wall",
@@ -621,9 +692,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                                  epilog="workloads:\n" + "\n".join(
                                      f"  {w.name:<18} {w.kind:<9} {w.description}"
                                      for w in WORKLOADS))
-    ap.add_argument("--platforms", default="ptrace,seccomp",
+    ap.add_argument("--platforms", default="ptrace,seccomp,kvm",
                     help="comma-separated pysc platforms; '' for native and runsc only "
-                         "(default: ptrace,seccomp)")
+                         "(default: ptrace,seccomp,kvm)")
     ap.add_argument("--repeat", type=int, default=5, help="runs per cell (default 5)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: repeat 1 and fewer iterations")

@@ -155,7 +155,7 @@ def cmd_help(pm, config: Config, args: list[str]) -> int:
         platforms = platform_classes(pm)
         name = config.platform
         cls = platforms.get(name)
-        table = SyscallTable()
+        table = SyscallTable(getattr(cls, "sentry_owned", False))
         call_in_order(pm.hook.pysc_syscalls, table=table, platform=name)
         print(syscall_report_text(table, cls, fmt))
         return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 from typing import TYPE_CHECKING, Callable
 
@@ -32,6 +31,7 @@ class Start:
 class Kill:
     signal: int
     all: bool = False
+    pid: int = 0  # a sandbox pid (an `exec`'d process); 0: the container's init
 
 
 @attrs.define
@@ -139,20 +139,13 @@ class ControlServer:
             self.on_state("running")
             return Ok()
         if isinstance(msg, Kill):
-            pids = sb.platform.host_pids() if msg.all else [sb.platform.spawned.init_pid]
-            for pid in pids:
-                try:
-                    os.kill(pid, msg.signal)
-                except ProcessLookupError:
-                    pass
+            sb.platform.signal_processes(msg.signal, msg.all, msg.pid)
             return Ok()
         if isinstance(msg, (Pause, Resume)):
-            sig = signal.SIGSTOP if isinstance(msg, Pause) else signal.SIGCONT
-            for pid in sb.platform.host_pids():
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
+            if isinstance(msg, Pause):
+                sb.platform.pause()
+            else:
+                sb.platform.resume()
             self.on_state("paused" if isinstance(msg, Pause) else "running")
             return Ok()
         if isinstance(msg, Ps):
@@ -177,23 +170,14 @@ def _cmdline(task) -> str:
     try:
         with open(f"/proc/{task.ctx.tid}/cmdline", "rb") as f:
             return f.read().replace(b"\0", b" ").strip().decode(errors="replace")
-    except (OSError, AttributeError):
-        return ""
+    except (OSError, AttributeError, TypeError):  # no host process (kvm): the Sentry's record
+        argv = getattr(task.tg, "argv", None) if task is not None else None
+        return b" ".join(argv).decode(errors="replace") if argv else ""
 
 
 def _stats(sb) -> dict:
     """cpu (ns), memory (bytes) and pids of the container, as `events --stats` shows."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = rss = 0
-    pids = sb.platform.host_pids()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) * 10**9 // ticks
-            rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            pass
+    cpu, rss = sb.platform.usage()
     return {"cpu": {"usage": {"total": cpu}}, "memory": {"usage": {"usage": rss}},
             "pids": {"current": len(sb.kernel.thread_groups)}}
 
@@ -280,7 +264,7 @@ class ExecServer:
             if "error" in result:
                 conn.sendall(msgpack.packb({"error": result["error"]}))
                 return
-            conn.sendall(msgpack.packb({"pid": result["pid"]}))
+            conn.sendall(msgpack.packb({"pid": result["pid"], "vpid": result["tg"].pid}))
             tg = result["tg"]
             while tg.exit_status is None and self.sandbox.kernel.exit_status is None:
                 time.sleep(0.02)

@@ -58,9 +58,14 @@ class Entry:
 
 
 class SyscallTable:
-    """Handlers by syscall name.  A later registration replaces an earlier one."""
+    """Handlers by syscall name.  A later registration replaces an earlier one.
 
-    def __init__(self) -> None:
+    ``sentry_owned``: the platform leaves memory, threads and signal delivery
+    to the Sentry (kvm), so the families the host kernel runs elsewhere must
+    be registered too (syscalls/sentry)."""
+
+    def __init__(self, sentry_owned: bool = False) -> None:
+        self.sentry_owned = sentry_owned
         self.entries: dict[str, Entry] = {}
         self.by_nr: list[Handler | None] = [None] * (max(NAMES) + 1)
 
@@ -77,6 +82,11 @@ class SyscallTable:
         for obj in vars(module).values():
             for name in getattr(obj, "__pysc_syscalls__", ()):
                 self.register(name, obj, plugin=module.__name__, partial=obj.__pysc_partial__)
+
+    def unregister(self, name: str) -> None:
+        """Drop a handler: the call returns ENOSYS again (and is listed so)."""
+        if self.entries.pop(name, None) is not None:
+            self.by_nr[SYSCALLS[name]] = None
 
     def get(self, name: str) -> Handler | None:
         e = self.entries.get(name)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pysc.core.abi import consts as C
 from pysc.core.dispatch import Dispatcher, SyscallTable
-from pysc.core.errors import WouldBlock
+from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.fdtable import FDTable
 from pysc.core.plugins import call_in_order
 from pysc.core.task import Credentials, FSContext, Task, ThreadGroup
@@ -24,13 +24,14 @@ log = logging.getLogger("pysc.sentry")
 UTS_RELEASE = "4.4.0"
 UTS_VERSION = "#1 SMP Sun Jan 10 15:06:54 PST 2016"
 CLOCK_TICKS = 100
+PID_MAX = 4194304
 
 
 class Kernel:
     """One sandbox's kernel state.  Platforms call in with events; syscall
     handlers reach everything through ``task.kernel``."""
 
-    def __init__(self, config: "Config", pm, platform_name: str):
+    def __init__(self, config: "Config", pm, platform_name: str, sentry_owned: bool = False):
         self.config = config
         self.pm = pm
         self.platform_name = platform_name
@@ -45,7 +46,7 @@ class Kernel:
         self.thread_groups: dict[int, ThreadGroup] = {}
         self.init: ThreadGroup | None = None
         self.exit_status: int | None = None  # init's wait status
-        self.table = SyscallTable()
+        self.table = SyscallTable(sentry_owned)
         call_in_order(pm.hook.pysc_syscalls, table=self.table, platform=platform_name)
         self.strace = None
         if config.get("strace"):
@@ -60,6 +61,12 @@ class Kernel:
         self.objects: dict[str, object] = {}  # named kernel-wide objects plugins may share
         self.anon_ino = itertools.count(1000)
         self.current: Task | None = None  # the task whose syscall is being handled
+        # Where the Sentry runs the app's threads itself (kvm), it also keeps
+        # zombies until they are waited for, and hands out pids.
+        self.sentry_reaps = False
+        self._last_pid = 0
+        self._pids_wrapped = False
+        self.on_new_timer: Callable[[], None] | None = None
 
     # --- boot messages (dmesg) ---
     def _boot_messages(self) -> list[str]:
@@ -105,9 +112,12 @@ class Kernel:
             tg = ThreadGroup(self, tid, ptg)
             tg.exe, tg.comm, tg.rlimits = parent.tg.exe, parent.tg.comm, parent.tg.rlimits.copy()
             tg.pgid, tg.sid = parent.tg.pgid, parent.tg.sid
+            tg.argv, tg.envp = parent.tg.argv, parent.tg.envp
             tg.exit_signal = flags & C.CSIGNAL
+            tg.sighand = parent.tg.sighand if flags & C.CLONE_SIGHAND else parent.tg.sighand.copy()
             self.thread_groups[tid] = tg
         task = Task(self, tg, tid, parent.creds.copy(), fs, fdt, ctx)
+        task.sigmask = parent.sigmask
         self.tasks[tid] = task
         return task
 
@@ -133,16 +143,69 @@ class Kernel:
         locks = self.objects.get("locks")
         if locks is not None:
             locks.release_owner(tg)  # POSIX record locks die with their process
-        self.thread_groups.pop(tg.pid, None)
-        if tg.parent is not None and tg in tg.parent.children:
-            tg.parent.children.remove(tg)
-            tg.parent.child_exit.notify()
-        for child in tg.children:  # reparented to init, as Linux does
+        orphans = [c for c in tg.children if c is not self.init]
+        tg.children = []
+        for child in orphans:  # reparented to init, as Linux does
             child.parent = self.init
             if self.init is not None and self.init is not tg:
                 self.init.children.append(child)
+        if self.sentry_reaps and self.init is not None and self.init is not tg \
+                and any(not c.alive for c in orphans):
+            self.init.child_exit.notify()
         if tg is self.init:
             self.exit_status = wait_status
+        parent = tg.parent
+        if self.sentry_reaps and parent is not None and tg in parent.children:
+            self._notify_parent(tg, wait_status)
+            return
+        self.thread_groups.pop(tg.pid, None)
+        if parent is not None and tg in parent.children:
+            parent.children.remove(tg)
+            parent.child_exit.notify()
+
+    def _notify_parent(self, tg: ThreadGroup, wait_status: int) -> None:
+        """A child became a zombie: signal and wake its parent, or reap it at
+        once when the parent ignores SIGCHLD (SIG_IGN or SA_NOCLDWAIT)."""
+        from pysc.core import signals
+        from pysc.core.sigframe import pack_siginfo
+        parent = tg.parent
+        act = parent.sighand.actions[C.SIGCHLD]
+        if tg.exit_signal:
+            if wait_status & 0x7F:
+                code, status = (C.CLD_DUMPED if wait_status & 0x80 else C.CLD_KILLED), wait_status & 0x7F
+            else:
+                code, status = C.CLD_EXITED, wait_status >> 8
+            info = pack_siginfo(tg.exit_signal, code, pid=tg.pid, uid=0, status=status)
+            signals.send(self, parent, tg.exit_signal, info, from_kernel=True)
+        if tg.exit_signal == C.SIGCHLD and (act.handler == C.SIG_IGN or act.flags & C.SA_NOCLDWAIT):
+            self.reap(tg)
+        parent.child_exit.notify()
+
+    def reap(self, tg: ThreadGroup) -> None:
+        """A zombie was waited for: its pid is free again."""
+        tg.reaped = True
+        if tg.parent is not None and tg in tg.parent.children:
+            tg.parent.children.remove(tg)
+        if self.thread_groups.get(tg.pid) is tg:
+            del self.thread_groups[tg.pid]
+
+    def alloc_pid(self) -> int:
+        """A free pid (also used for thread ids), counting up and wrapping as
+        Linux does; after a wrap, ids still used as a process group or
+        session are skipped too."""
+        pid = self._last_pid
+        for _ in range(PID_MAX):
+            pid += 1
+            if pid >= PID_MAX:
+                pid, self._pids_wrapped = 300, True
+            if pid in self.tasks or pid in self.thread_groups:
+                continue
+            if self._pids_wrapped and any(tg.pgid == pid or tg.sid == pid
+                                          for tg in self.thread_groups.values()):
+                continue
+            self._last_pid = pid
+            return pid
+        raise SyscallError(C.EAGAIN)
 
     def exec_done(self, task: Task, info) -> None:
         """The host kernel loaded the new image: apply what exec means to the Sentry's state."""
@@ -197,6 +260,8 @@ class Kernel:
     def add_timer(self, deadline: float, callback: Callable[[], None]):
         entry = [deadline, next(self._timer_seq), callback]
         heapq.heappush(self._timers, entry)
+        if self.on_new_timer is not None and self._timers[0] is entry:
+            self.on_new_timer()  # the loop watching the timers sleeps on another thread
         return entry
 
     def cancel_timer(self, entry) -> None:

@@ -1,9 +1,6 @@
 """Pipes and FIFOs."""
 from __future__ import annotations
 
-import os
-import signal
-
 from pysc.core.abi import consts as C
 from pysc.core.abi.structs import Stat
 from pysc.core.errors import SyscallError, WouldBlock
@@ -134,10 +131,8 @@ class PipeFile(File):
 
 
 def send_sigpipe(task) -> None:
-    try:
-        os.kill(task.ctx.tid, signal.SIGPIPE)
-    except (OSError, AttributeError):
-        pass
+    from pysc.core.unix import send_sigpipe as send
+    send(task)
 
 
 def make_pipe(flags: int) -> tuple[PipeFile, PipeFile]:

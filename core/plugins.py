@@ -18,6 +18,7 @@ BUILTIN_PLUGINS = (
     "pysc.core.fs",
     "pysc.platforms.ptrace",
     "pysc.platforms.seccomp",
+    "pysc.platforms.kvm.platform",
     "pysc.syscalls.fs",
     "pysc.syscalls.file",
     "pysc.syscalls.process",
@@ -29,6 +30,10 @@ BUILTIN_PLUGINS = (
     "pysc.syscalls.ipc",
     "pysc.syscalls.poll",
     "pysc.syscalls.misc",
+    "pysc.syscalls.sentry.memory",
+    "pysc.syscalls.sentry.process",
+    "pysc.syscalls.sentry.signal",
+    "pysc.syscalls.sentry.time",
 )
 
 

@@ -102,7 +102,6 @@ def boot_container(config, pm, spec, workdir: str, hold: bool):
             _creds_of(spec), mounts=binds, tmpfs=tmpfs, root_readonly=bool(spec.root.readonly),
             new_net=new_net and not netns_path, netns_path=netns_path, hold=hold,
             umask=proc.user.umask if proc.user.umask is not None else 0o022)
-    init = sb.platform.spawned.init_pid
     for rl in proc.rlimits:
         res, soft, hard, name = rl.number, rl.soft, rl.hard, rl.type
         if res == 7:  # RLIMIT_NOFILE is the Sentry's
@@ -111,8 +110,7 @@ def boot_container(config, pm, spec, workdir: str, hold: bool):
                 t.fdtable.limit = min(soft, 1 << 20)
             continue
         try:
-            import resource
-            resource.prlimit(init, res, (soft, hard))
+            sb.platform.set_rlimit(res, soft, hard)
         except (OSError, ValueError) as e:
             raise RuntimeError_(f"config.json: process.rlimits: {name}: {e}") from None
     return sb
@@ -642,7 +640,18 @@ def cmd_exec(config, pm, argv):
         return 0
     if a.pid_file:
         _write_pid_file(a.pid_file, os.getpid())
-    old = {sg: signal.signal(sg, lambda sig, _: _forward(hostpid, sig)) for sg in
+    if hostpid is None:  # no host process (kvm): through the sandbox
+        vpid = reply.get("vpid", 0)
+
+        def forward(sig, _):
+            try:
+                _request(root, a.id, control.Kill(sig, False, vpid))
+            except RuntimeError_:
+                pass
+    else:
+        def forward(sig, _):
+            _forward(hostpid, sig)
+    old = {sg: signal.signal(sg, forward) for sg in
            (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
         msg = _next_message(conn, unpacker)

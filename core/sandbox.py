@@ -59,7 +59,7 @@ class Sandbox:
         if config.network == "sandbox":
             raise SandboxError("--network=sandbox needs pysc's user-space network stack, which is not "
                                "built yet; use --network=host or --network=none")
-        self.kernel = Kernel(config, pm, name)
+        self.kernel = Kernel(config, pm, name, sentry_owned=getattr(cls, "sentry_owned", False))
         self.platform = cls(self.kernel, config)
         self.kernel.platform = self.platform
         self.gofer = None

@@ -7,6 +7,7 @@ import attrs
 
 from pysc.core.abi import consts as C
 from pysc.core.fdtable import FDTable
+from pysc.core.signals import SigHand, SigPending
 from pysc.core.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
@@ -122,6 +123,14 @@ class ThreadGroup:
         self.exited_wq = WaitQueue()  # notified when this process has exited (pidfds)
         self.exit_signal = C.SIGCHLD
         self.platform_data: dict[str, Any] = {}
+        # Kept by the Sentry where it delivers signals itself (kvm):
+        self.sighand = SigHand()
+        self.shared_pending = SigPending()
+        self.stopped = False
+        self.group_exit: int | None = None  # the wait status every thread exits with
+        self.mm = None  # the address space, where the Sentry owns it
+        self.argv: list[bytes] = []
+        self.envp: list[bytes] = []
         if parent is not None:
             parent.children.append(self)
 
@@ -156,6 +165,13 @@ class Task:
         self.parked: Any = None  # the platform's record of a blocked call
         self.clear_child_tid = 0
         self.restart_deadline = None  # (call key, deadline) kept while a timed call is re-run
+        # Kept by the Sentry where it delivers signals itself (kvm):
+        self.sigmask = 0
+        self.saved_sigmask: int | None = None  # restored after a handler (rt_sigsuspend, ppoll)
+        self.sigwait = 0  # signals it waits for in rt_sigtimedwait
+        self.pending = SigPending()
+        self.altstack = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), ss_size
+        self.robust_list = (0, 0)
         tg.tasks.append(self)
 
     @property

@@ -20,7 +20,6 @@ in ``kernel.objects["unix_paths"]`` by (dev, ino)).
 from __future__ import annotations
 
 import itertools
-import os
 import signal
 import struct
 from collections import deque
@@ -62,12 +61,11 @@ _ino = itertools.count(1 << 22)
 
 
 def send_sigpipe(t: "Task") -> None:
-    """SIGPIPE for a write to a broken connection.  The app thread is a real
-    host thread (t.ctx.tid is its host tid), so the host kernel delivers it."""
-    try:
-        os.kill(t.ctx.tid, signal.SIGPIPE)
-    except (AttributeError, TypeError, OSError):
-        pass
+    """SIGPIPE for a write to a broken connection, through the platform
+    (the host kernel delivers it where app threads are host threads)."""
+    platform = getattr(t.kernel, "platform", None)
+    if platform is not None:
+        platform.signal_thread(t, signal.SIGPIPE)
 
 
 def new_ino(kernel) -> int:

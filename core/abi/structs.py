@@ -126,3 +126,71 @@ def dtype_of_mode(mode: int) -> int:
 
 def sigset_bits(mask: int) -> list[int]:
     return [sig for sig in range(1, 65) if mask & (1 << (sig - 1))]
+
+
+# --- ELF64 (include/uapi/linux/elf.h) ---------------------------------------------
+# e_ident, e_type, e_machine, e_version, e_entry, e_phoff, e_shoff, e_flags,
+# e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+ELF64_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")  # 64 bytes
+# p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+ELF64_PHDR = struct.Struct("<IIQQQQQQ")  # 56 bytes
+AUXV_ENTRY = struct.Struct("<QQ")
+
+# --- x86-64 signal frame (arch/x86/include/uapi/asm/sigcontext.h, asm/sigframe.h) ---
+STACK_T = struct.Struct("<Qi4xQ")  # ss_sp, ss_flags, ss_size: 24 bytes
+# struct sigcontext (64-bit), 256 bytes; the names are its fields in order.
+SIGCONTEXT_FIELDS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
+                     "rdi", "rsi", "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip",
+                     "eflags", "cs", "gs", "fs", "ss", "err", "trapno", "oldmask", "cr2", "fpstate")
+# r8..rip and eflags (u64), cs gs fs ss (u16), err trapno oldmask cr2 fpstate (u64), reserved1[8]
+SIGCONTEXT_FORMAT = "18Q4H5Q64x"
+SIGCONTEXT = struct.Struct("<" + SIGCONTEXT_FORMAT)
+# The kernel's struct ucontext (not glibc's ucontext_t, which is longer):
+# uc_flags, uc_link, uc_stack, uc_mcontext, uc_sigmask (the kernel's 8-byte sigset).
+UCONTEXT_FIELDS = (("uc_flags", "uc_link", "ss_sp", "ss_flags", "ss_size") + SIGCONTEXT_FIELDS
+                   + ("uc_sigmask",))
+UCONTEXT = struct.Struct("<QQQi4xQ" + SIGCONTEXT_FORMAT + "Q")  # 304 bytes
+UC_STACK_OFFSET, UC_MCONTEXT_OFFSET, UC_SIGMASK_OFFSET = 16, 40, 296
+SIGINFO_SIZE = 128
+# struct rt_sigframe: pretcode (the restorer), struct ucontext uc, struct siginfo info.
+RT_SIGFRAME_UC, RT_SIGFRAME_INFO = 8, 8 + 304
+RT_SIGFRAME_SIZE = RT_SIGFRAME_INFO + SIGINFO_SIZE  # 440
+SIGFRAME_ALIGN = 16  # FRAME_ALIGNMENT
+XSAVE_ALIGN = 64
+REDZONE = 128
+
+# siginfo_t, one struct per member of the _sifields union (Linux's siginfo_layout);
+# each starts with si_signo, si_errno, si_code and is padded to 128 bytes.
+SIGINFO_KILL = struct.Struct("<iii4xiI104x")  # pid, uid
+SIGINFO_TIMER = struct.Struct("<iii4xiiQ96x")  # tid, overrun, sigval
+SIGINFO_RT = struct.Struct("<iii4xiIQ96x")  # pid, uid, sigval
+SIGINFO_FAULT = struct.Struct("<iii4xQ104x")  # addr
+SIGINFO_MCEERR = struct.Struct("<iii4xQh102x")  # addr, addr_lsb
+SIGINFO_BNDERR = struct.Struct("<iii4xQ8xQQ80x")  # addr, lower, upper
+SIGINFO_PKUERR = struct.Struct("<iii4xQ8xI92x")  # addr, pkey
+SIGINFO_POLL = struct.Struct("<iii4xqi100x")  # band, fd
+SIGINFO_SYS = struct.Struct("<iii4xQiI96x")  # call_addr, syscall, arch
+# SIGINFO_CHLD (above): pid, uid, status, utime, stime
+
+# The xsave area, standard (non-compacted) format, as KVM_GET_XSAVE returns it
+# and as a signal frame holds it.
+FXSAVE_MXCSR, FXSAVE_MXCSR_MASK = 24, 28
+FPX_SW_OFFSET = 464  # struct _fpx_sw_bytes in the fxsave area's sw_reserved
+FPX_SW_BYTES = struct.Struct("<IIQI28x")  # magic1, extended_size, xfeatures, xstate_size
+XSAVE_HDR_OFFSET = 512
+XSAVE_HDR = struct.Struct("<QQ48x")  # xstate_bv, xcomp_bv, reserved
+XSAVE_LEGACY_SIZE, XSAVE_MIN_SIZE = 512, 576
+KVM_XSAVE_SIZE = 4096
+# Offset and size of each user state component above SSE, architectural in the
+# standard format (CPUID leaf 0xD reports the same numbers).
+XSTATE_STD_LAYOUT = {2: (576, 256), 3: (960, 64), 4: (1024, 64), 5: (1088, 64),
+                     6: (1152, 512), 7: (1664, 1024), 9: (2688, 8)}
+
+
+def xstate_size(xfeatures: int) -> int:
+    """Bytes of the standard-format xsave area holding ``xfeatures`` (an XCR0 value)."""
+    end = XSAVE_MIN_SIZE
+    for bit, (off, size) in XSTATE_STD_LAYOUT.items():
+        if xfeatures & (1 << bit):
+            end = max(end, off + size)
+    return end

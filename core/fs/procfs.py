@@ -8,7 +8,7 @@ the host kernel keeps for a delegated rt_sigaction) is read from the host's
 /proc entry of the app process (``task.ctx.tid`` is a task's host tid), with
 every host pid replaced by the sandbox's.  Without a host process (a
 platform that emulates everything) those fields fall back to what the
-thread group offers (``tg.argv``, ``tg.envp``, ``tg.mm.proc_maps()``) or zeros.
+thread group offers (``tg.argv``, ``tg.envp``, ``tg.mm.maps()``) or zeros.
 """
 from __future__ import annotations
 
@@ -532,11 +532,11 @@ class ProcFS(SynthFS):
         if data is not None:
             return data
         mm = getattr(tg, "mm", None)
-        fn = getattr(mm, "proc_maps" if name == "maps" else "proc_smaps", None)
-        if fn is not None:
-            out = fn()
-            return out.encode() if isinstance(out, str) else out
-        return b""
+        fn = getattr(mm, "maps", None)
+        if fn is None:
+            return b""
+        lines = fn()  # the Sentry's own address space (kvm); smaps shows the same lines
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode()
 
     def _state(self, tg, task, host_state: str | None) -> str:
         if getattr(tg, "stopped", False):

@@ -52,6 +52,63 @@ class HostProcessPlatform:
             return False
         return bool(mask & (1 << (sig - 1)))
 
+    # --- what the OCI runtime asks of a running sandbox ---
+    def host_pids(self) -> list[int]:
+        return list(self.contexts)
+
+    def signal_processes(self, sig: int, all_: bool = False, pid: int = 0) -> None:
+        """`kill`: init, every app process, or the process with sandbox pid ``pid``."""
+        if pid:
+            tg = self.kernel.find_tg(pid)
+            pids = [tg.leader.ctx.tid] if tg is not None and tg.leader is not None else []
+        else:
+            pids = self.host_pids() if all_ else [self.spawned.init_pid]
+        for hp in pids:
+            try:
+                os.kill(hp, sig)
+            except ProcessLookupError:
+                pass
+
+    def pause(self) -> None:
+        for hp in self.host_pids():
+            try:
+                os.kill(hp, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+
+    def resume(self) -> None:
+        for hp in self.host_pids():
+            try:
+                os.kill(hp, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def usage(self) -> tuple[int, int]:
+        """CPU time (ns) and resident memory (bytes) of the app processes."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = rss = 0
+        for hp in self.host_pids():
+            try:
+                with open(f"/proc/{hp}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) * 10**9 // ticks
+                rss += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, ValueError, IndexError):
+                pass
+        return cpu, rss
+
+    def set_rlimit(self, resource_: int, soft: int, hard: int) -> None:
+        """A limit of config.json's process.rlimits: the host kernel enforces it on init."""
+        import resource
+        resource.prlimit(self.spawned.init_pid, resource_, (soft, hard))
+
+    def signal_thread(self, task, sig: int) -> None:
+        """A signal the Sentry raises for one app thread (SIGPIPE): the host kernel delivers it."""
+        try:
+            os.kill(task.ctx.tid, sig)
+        except (OSError, AttributeError, TypeError):
+            pass
+
     def signal_init(self, sig: int) -> None:
         if self.spawned is not None:
             try:

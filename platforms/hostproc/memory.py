@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import os
-import struct
 
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError
+from pysc.core.usermem import UserMemory
 from pysc.platforms.hostproc import native
 
 LARGE = 16 * 1024  # above this, process_vm_* beats /proc/PID/mem
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 
 
-class ProcMemory:
+class ProcMemory(UserMemory):
     """App memory through /proc/PID/mem (small transfers) and
     process_vm_readv/writev (large ones).  Faults become EFAULT."""
 
@@ -70,57 +68,3 @@ class ProcMemory:
         if got != n:
             raise SyscallError(C.EFAULT)
         return n
-
-    def read_cstr(self, addr: int, limit: int = 4096) -> bytes:
-        """A NUL-terminated string; ENAMETOOLONG past ``limit`` bytes."""
-        out = b""
-        while True:
-            chunk = 4096 - (addr & 4095)  # to the end of the page: never cross into an unmapped one
-            try:
-                data = self.read(addr, chunk)
-            except SyscallError:
-                data = b""
-                for i in range(chunk):  # the string may end before a bad page
-                    try:
-                        data += self.read(addr + i, 1)
-                    except SyscallError:
-                        break
-                    if data.endswith(b"\0"):
-                        break
-                if not data.endswith(b"\0"):
-                    raise
-            nul = data.find(b"\0")
-            if nul >= 0:
-                out += data[:nul]
-                if len(out) >= limit:
-                    raise SyscallError(C.ENAMETOOLONG)
-                return out
-            out += data
-            addr += chunk
-            if len(out) >= limit:
-                raise SyscallError(C.ENAMETOOLONG)
-
-    def read_u32(self, addr: int) -> int:
-        return _U32.unpack(self.read(addr, 4))[0]
-
-    def read_u64(self, addr: int) -> int:
-        return _U64.unpack(self.read(addr, 8))[0]
-
-    def write_u32(self, addr: int, v: int) -> None:
-        self.write(addr, _U32.pack(v & 0xFFFFFFFF))
-
-    def write_u64(self, addr: int, v: int) -> None:
-        self.write(addr, _U64.pack(v & 0xFFFFFFFFFFFFFFFF))
-
-    def read_ptr_array(self, addr: int, limit: int = 1 << 16) -> list[int]:
-        """A NULL-terminated array of pointers (argv, envp)."""
-        out = []
-        while addr:
-            ptr = self.read_u64(addr)
-            if ptr == 0:
-                return out
-            out.append(ptr)
-            if len(out) > limit:
-                raise SyscallError(C.E2BIG)
-            addr += 8
-        return out

@@ -220,13 +220,18 @@ def _init(root: str, filter_prog: list, filter_flags: int, hidden_sock: int | No
 def enter_netns_of(pid: int) -> None:
     """Move the calling thread into ``pid``'s network namespace and bring up
     its loopback interface (a fresh namespace starts with it down)."""
-    import fcntl
-    import socket
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         native.setns(fd, C.CLONE_NEWNET)
     finally:
         os.close(fd)
+    loopback_up()
+
+
+def loopback_up() -> None:
+    """Bring up ``lo`` in the calling thread's network namespace."""
+    import fcntl
+    import socket
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH14x", b"lo", 0)

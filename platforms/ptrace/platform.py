@@ -352,10 +352,6 @@ class PtracePlatform(HostProcessPlatform):
         os.close(sp.go_fd)
         return sp.init_pid
 
-    def host_pids(self) -> list[int]:
-        """Host pids of every app thread (for signals and statistics)."""
-        return list(self.contexts)
-
     # --- the loop ---
     def run(self) -> None:
         """Serve the sandbox until no tracee is left."""

@@ -296,9 +296,6 @@ class SeccompPlatform(HostProcessPlatform):
         self.calls.append(fn)
         os.eventfd_write(self.doorbell, 1)
 
-    def host_pids(self) -> list[int]:
-        return list(self.contexts)
-
     # --- the loop ---
     def run(self) -> None:
         """Serve the sandbox until init's process is gone."""

@@ -182,7 +182,7 @@ def parse_json(cp: subprocess.CompletedProcess, what: str):
         raise AssertionError(f"{what}: stdout is not JSON ({e})\n{show(cp)}") from None
 
 
-HOST_PLATFORMS = ("ptrace", "seccomp")
+PLATFORMS = ("ptrace", "seccomp", "kvm")
 
 
 def _platforms(config) -> list[str]:
@@ -193,10 +193,10 @@ def _platforms(config) -> list[str]:
     try:
         cp = subprocess.run([*pysc_cmd(), "help", "platforms"], capture_output=True, text=True,
                             timeout=60, env=TEST_ENV, stdin=subprocess.DEVNULL)
-        available = set(re.findall(r"^(\S+)\s+available$", cp.stdout, re.M))
+        available = set(re.findall(r"^(\S+)\s+available\b", cp.stdout, re.M))
     except (OSError, subprocess.TimeoutExpired):
         available = set()
-    return [p for p in HOST_PLATFORMS if p in available] or ["ptrace"]
+    return [p for p in PLATFORMS if p in available] or ["ptrace"]
 
 
 def pytest_generate_tests(metafunc):

@@ -1,0 +1,185 @@
+"""x86-64 4-level page tables (48-bit, 4 KiB pages) written by the Sentry
+into guest-physical memory.
+
+Intermediate entries are P|RW|US: all permission lives in the leaves.  A
+leaf is P|US, +RW when writable now, +NX unless executable, plus the
+software bit HELD, so that a PROT_NONE page (not present for the MMU) still
+keeps its frame.  An entry of 0 holds nothing.
+
+Tables are created on demand and are never freed or retargeted while the
+address space lives (an emptied table just stays): under shadow paging the
+hypervisor's shadow of an upper table keeps links to child shadows that no
+zap removes, so a PDE pointing to a new table could make KVM reuse the old
+child shadow (physical.PhysicalMemory.free_tables).  They all go back at
+``release``.  A table costs 4 KiB per 2 MiB of address space ever touched.
+"""
+from __future__ import annotations
+
+from array import array
+
+from pysc.core.mm.physical import CHUNK_MASK, CHUNK_SHIFT, PhysicalMemory
+
+PTE_P = 1 << 0
+PTE_RW = 1 << 1
+PTE_US = 1 << 2
+PTE_A = 1 << 5  # set by the MMU
+PTE_D = 1 << 6  # set by the MMU
+PTE_PS = 1 << 7
+PTE_HELD = 1 << 9  # software: this entry holds a frame (present or not)
+PTE_NX = 1 << 63
+ADDR_MASK = 0x000F_FFFF_FFFF_F000
+TABLE = PTE_P | PTE_RW | PTE_US
+ENTRIES = 512
+ZEROS = memoryview(array("Q", bytes(8 * ENTRIES)))
+
+# PROT_* (1 read, 2 write, 4 exec) -> leaf bits without RW (decided per page) and without the frame
+_LEAF_BASE = [PTE_HELD] + [PTE_HELD | PTE_P | PTE_US | (0 if prot & 4 else PTE_NX) for prot in range(1, 8)]
+
+
+def leaf_bits(prot: int, writable: bool) -> int:
+    """Leaf flags for a page of a VMA with ``prot``; ``writable`` says
+    whether this page may be written now (not copy on write)."""
+    bits = _LEAF_BASE[prot & 7]
+    if writable and prot & 2:
+        bits |= PTE_RW
+    return bits
+
+
+class PageTables:
+    """One address space's tree.  ``pts`` maps ``va >> 21`` to the
+    guest-physical address of the last-level table covering it, which is all
+    the Sentry needs to find a leaf without walking."""
+
+    def __init__(self, phys: PhysicalMemory, system_entries: dict[int, int] | None = None):
+        self.phys = phys
+        self.qviews = [c.qview for c in phys.chunks]
+        self.root = phys.alloc_table()
+        self.pdpts: dict[int, int] = {}  # va >> 39 -> table
+        self.pds: dict[int, int] = {}  # va >> 30 -> table
+        self.pts: dict[int, int] = {}  # va >> 21 -> table
+        self.system_entries = dict(system_entries or {})
+        for index, value in self.system_entries.items():
+            self._set(self.root, index, value)
+
+    # --- raw entries ---
+    def _q(self, table: int):
+        qv = self.qviews
+        c = table >> CHUNK_SHIFT
+        if c >= len(qv):
+            self.qviews = qv = [ch.qview for ch in self.phys.chunks]
+        return qv[c]
+
+    def _set(self, table: int, index: int, value: int) -> None:
+        self._q(table)[((table & CHUNK_MASK) >> 3) + index] = value
+
+    def _get(self, table: int, index: int) -> int:
+        return self._q(table)[((table & CHUNK_MASK) >> 3) + index]
+
+    # --- last-level tables ---
+    def table(self, va: int) -> int:
+        """The last-level table for ``va``, created (with its parents) if needed."""
+        t = self.pts.get(va >> 21)
+        if t is not None:
+            return t
+        pd = self.pds.get(va >> 30)
+        if pd is None:
+            pdpt = self.pdpts.get(va >> 39)
+            if pdpt is None:
+                pdpt = self.phys.alloc_table()
+                self._set(self.root, (va >> 39) & 511, pdpt | TABLE)
+                self.pdpts[va >> 39] = pdpt
+            pd = self.phys.alloc_table()
+            self._set(pdpt, (va >> 30) & 511, pd | TABLE)
+            self.pds[va >> 30] = pd
+        t = self.phys.alloc_table()
+        self._set(pd, (va >> 21) & 511, t | TABLE)
+        self.pts[va >> 21] = t
+        return t
+
+    def slot(self, va: int, create: bool = False):
+        """(qview, index) of the leaf entry for ``va``, or None without a table."""
+        t = self.pts.get(va >> 21)
+        if t is None:
+            if not create:
+                return None
+            t = self.table(va)
+        return self._q(t), ((t & CHUNK_MASK) >> 3) + ((va >> 12) & 511)
+
+    def get(self, va: int) -> int:
+        """The leaf entry for ``va`` (0 when there is none)."""
+        t = self.pts.get(va >> 21)
+        if t is None:
+            return 0
+        return self._q(t)[((t & CHUNK_MASK) >> 3) + ((va >> 12) & 511)]
+
+    def set(self, va: int, entry: int) -> None:
+        q, i = self.slot(va, True)
+        q[i] = entry
+
+    def segments(self, start: int, end: int, create: bool = False):
+        """(va, qview, first index, count) for every last-level table piece
+        covering [start, end); without ``create`` pieces with no table are left out."""
+        pts = self.pts
+        first, last = start >> 21, (end - 1) >> 21
+        if not create and last - first > len(pts):
+            keys = sorted(k for k in pts if first <= k <= last)
+        else:
+            keys = range(first, last + 1)
+        for k in keys:
+            t = pts.get(k)
+            if t is None:
+                if not create:
+                    continue
+                t = self.table(k << 21)
+            lo = max(start, k << 21)
+            hi = min(end, (k + 1) << 21)
+            yield lo, self._q(t), ((t & CHUNK_MASK) >> 3) + ((lo >> 12) & 511), (hi - lo) >> 12
+
+    @property
+    def table_count(self) -> int:
+        return 1 + len(self.pdpts) + len(self.pds) + len(self.pts)
+
+    def release(self) -> None:
+        """Give every table back.  The caller removed and zapped every leaf first."""
+        uppers = [self.root, *self.pdpts.values(), *self.pds.values()]
+        leaves = list(self.pts.values())
+        self.pdpts.clear()
+        self.pds.clear()
+        self.pts.clear()
+        self.root = -1
+        self.phys.free_tables(leaves, uppers)
+
+
+class MMUFault(Exception):
+    """What the MMU would raise: ``error_code`` as in the x86 #PF error code."""
+
+    def __init__(self, va: int, error_code: int):
+        super().__init__(f"#PF at {va:#x}, error code {error_code:#x}")
+        self.va = va
+        self.error_code = error_code
+
+
+def translate(phys: PhysicalMemory, cr3: int, va: int, write: bool = False, execute: bool = False,
+              user: bool = True) -> int:
+    """Walk the tables from ``cr3`` as the MMU does (CR0.WP=1, EFER.NXE=1)
+    and return the guest-physical address of ``va``, or raise MMUFault.
+    For tests and debugging; the Sentry itself never needs a full walk."""
+    err = (2 if write else 0) | (4 if user else 0) | (16 if execute else 0)
+    if not (va < 1 << 47 or va >= (1 << 64) - (1 << 47)):
+        raise MMUFault(va, err)  # not canonical: #GP really
+    table = cr3 & ADDR_MASK
+    rw = us = True
+    nx = False
+    for shift in (39, 30, 21, 12):
+        e = phys.read_u64(table + ((va >> shift) & 511) * 8)
+        if not e & PTE_P:
+            raise MMUFault(va, err)
+        if e & PTE_PS and shift != 12:
+            raise MMUFault(va, err | 8)  # the Sentry never makes large pages
+        rw &= bool(e & PTE_RW)
+        us &= bool(e & PTE_US)
+        nx |= bool(e & PTE_NX)
+        table = e & ADDR_MASK
+    if (user and not us) or (write and not rw) or (execute and nx):
+        raise MMUFault(va, err | 1)
+    return table | (va & 4095)

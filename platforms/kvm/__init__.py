@@ -1,0 +1,2 @@
+"""The kvm platform: the app runs in guest ring 3 of a KVM VM built from Python;
+every syscall and fault becomes a VM exit that the Sentry handles."""
