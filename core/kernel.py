@@ -127,7 +127,8 @@ class Kernel:
             return
         task.exited = True
         self.unpark(task)
-        self.tasks.pop(task.tid, None)
+        if self.tasks.get(task.tid) is task:  # (an exec may have given its tid to another thread)
+            del self.tasks[task.tid]
         tg = task.tg
         if task in tg.tasks:
             tg.tasks.remove(task)

@@ -141,9 +141,12 @@ def send(kernel, tg: "ThreadGroup", sig: int, info: bytes, task: "Task | None" =
     that can take it.  Signal 0 and zombies do nothing."""
     if sig == 0 or not tg.tasks:
         return
-    blocked_everywhere = all(t.sigmask & bit(sig) for t in ([task] if task else tg.tasks))
+    # As Linux, whether a signal is dropped at once depends on the mask of the
+    # task it was sent to: the thread, or for a process the group leader.
+    addressee = task or getattr(tg, "leader", None) or tg.tasks[0]
+    blocked = bool(addressee.sigmask & bit(sig))
     if tg is kernel.init and not from_kernel and tg.sighand.actions[sig].handler == C.SIG_DFL \
-            and sig != C.SIGKILL and not blocked_everywhere:
+            and sig != C.SIGKILL and not blocked:
         return  # the init of a pid namespace gets only the signals it handles or blocks
     if sig == C.SIGKILL:
         kernel.platform.kill_group(tg, C.SIGKILL)
@@ -159,7 +162,7 @@ def send(kernel, tg: "ThreadGroup", sig: int, info: bytes, task: "Task | None" =
         tg.shared_pending.discard(bit(C.SIGCONT))
         for t in tg.tasks:
             t.pending.discard(bit(C.SIGCONT))
-    if ignored(tg, sig) and not blocked_everywhere:
+    if ignored(tg, sig) and not blocked:
         return
     target = task
     if task is not None:

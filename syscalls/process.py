@@ -212,10 +212,13 @@ def _target_tg(t, pid):
     return tg
 
 
-def _prlimit(t, tg, resource, new, old):
+def do_prlimit(t, tg, resource: int, new: int, old: int, host_enforced: bool = True):
+    """prlimit for ``tg``.  RLIMIT_NOFILE is always the Sentry's; the others
+    are the host kernel's where app threads are host processes
+    (``host_enforced``: the call then continues there)."""
     if not 0 <= resource < C.RLIM_NLIMITS:
         raise SyscallError(C.EINVAL)
-    if resource != C.RLIMIT_NOFILE:
+    if resource != C.RLIMIT_NOFILE and host_enforced:
         return CONTINUE  # enforced by the host kernel on the app process
     cur = tg.rlimits.get(resource)
     if new:
@@ -224,30 +227,31 @@ def _prlimit(t, tg, resource, new, old):
             raise SyscallError(C.EINVAL)
         if hard > cur[1] and not t.creds.has_cap(CAP_SYS_RESOURCE):
             raise SyscallError(C.EPERM)
-        if hard > 1 << 20:
+        if resource == C.RLIMIT_NOFILE and hard > 1 << 20:
             raise SyscallError(C.EPERM)
     if old:
         t.mem.write(old, RLIMIT.pack(*cur))
     if new:
         tg.rlimits.set(resource, soft, hard)
-        for task in tg.tasks:
-            task.fdtable.limit = min(soft, 1 << 20)
+        if resource == C.RLIMIT_NOFILE:
+            for task in tg.tasks:
+                task.fdtable.limit = min(soft, 1 << 20)
     return 0
 
 
 @syscall()
 def prlimit64(t, pid, resource, new, old, *_):
-    return _prlimit(t, _target_tg(t, pid), s32(resource), new, old)
+    return do_prlimit(t, _target_tg(t, pid), s32(resource), new, old)
 
 
 @syscall()
 def getrlimit(t, resource, old, *_):
-    return _prlimit(t, t.tg, s32(resource), 0, old)
+    return do_prlimit(t, t.tg, s32(resource), 0, old)
 
 
 @syscall()
 def setrlimit(t, resource, new, *_):
-    return _prlimit(t, t.tg, s32(resource), new, 0)
+    return do_prlimit(t, t.tg, s32(resource), new, 0)
 
 
 # --- the sandbox's kernel identity ---

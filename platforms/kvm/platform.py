@@ -369,6 +369,11 @@ class KvmPlatform:
             f.decref()
         if not fresh:
             self._exec_threads(ctx)
+            tg = task.tg
+            if task.tid != tg.pid:  # the exec'ing thread becomes the leader, with its tid
+                kernel.tasks.pop(task.tid, None)
+                task.tid = tg.pid
+                kernel.tasks[tg.pid] = task
             self._drop_mm(ctx)
             mm.users = 1
             ctx.mm = mm
@@ -444,8 +449,8 @@ class KvmPlatform:
                 result = kernel.dispatch(task, nr, args)
                 break
             except WouldBlock as wb:
-                if signals.pending_for(task) or task.tg.group_exit is not None or ctx.interrupted \
-                        and getattr(task, "exec_killed", False):
+                if signals.pending_for(task) or task.tg.group_exit is not None or self.stopping \
+                        or getattr(task, "exec_killed", False):
                     task.restart_deadline = None
                     result = -RESTART_ERRNO[wb.restart]
                     break

@@ -10,13 +10,14 @@ import threading
 import time
 
 from pysc.core.abi import consts as C
-from pysc.core.abi.structs import CLONE_ARGS, RLIMIT, RUSAGE, TIMESPEC, TMS
+from pysc.core.abi.structs import CLONE_ARGS, RUSAGE, TIMESPEC, TMS
 from pysc.core.dispatch import CONTINUE, s32, syscall
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.eventpoll import call_deadline, clear_deadline, expired
 from pysc.core.futex import ALL_BITS, FutexWait
 from pysc.core.hookspecs import hookimpl
 from pysc.core.sigframe import pack_siginfo
+from pysc.syscalls.process import do_prlimit
 
 WNOTHREAD, WCLONE, WALL = 0x20000000, 0x80000000, 0x40000000
 WAIT4_OPTIONS = C.WNOHANG | C.WUNTRACED | C.WCONTINUED | WNOTHREAD | WCLONE | WALL
@@ -26,7 +27,7 @@ FUTEX_PRIVATE, FUTEX_CLOCK_REALTIME = 128, 256
 FUTEX_REQUEUE, FUTEX_CMP_REQUEUE, FUTEX_WAKE_OP = 3, 4, 5
 FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET = 9, 10
 ARCH_GET_CPUID, ARCH_SET_CPUID = 0x1011, 0x1012
-CAP_SYS_NICE, CAP_SYS_RESOURCE = 23, 24
+CAP_SYS_NICE = 23
 GRND_ALL = 0x7
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -492,41 +493,19 @@ def personality(t, persona, *_):
 
 
 # --- resource limits (every one is the Sentry's here) ---
-def _prlimit(t, tg, resource: int, new: int, old: int) -> int:
-    if not 0 <= resource < C.RLIM_NLIMITS:
-        raise SyscallError(C.EINVAL)
-    cur = tg.rlimits.get(resource)
-    if new:
-        soft, hard = RLIMIT.unpack(t.mem.read(new, 16))
-        if soft > hard:
-            raise SyscallError(C.EINVAL)
-        if hard > cur[1] and not t.creds.has_cap(CAP_SYS_RESOURCE):
-            raise SyscallError(C.EPERM)
-        if resource == C.RLIMIT_NOFILE and hard > 1 << 20:
-            raise SyscallError(C.EPERM)
-    if old:
-        t.mem.write(old, RLIMIT.pack(*cur))
-    if new:
-        tg.rlimits.set(resource, soft, hard)
-        if resource == C.RLIMIT_NOFILE:
-            for task in tg.tasks:
-                task.fdtable.limit = min(soft, 1 << 20)
-    return 0
-
-
 @syscall()
 def prlimit64(t, pid, resource, new, old, *_):
-    return _prlimit(t, _tg_of(t, pid), s32(resource), new, old)
+    return do_prlimit(t, _tg_of(t, pid), s32(resource), new, old, host_enforced=False)
 
 
 @syscall()
 def getrlimit(t, resource, old, *_):
-    return _prlimit(t, t.tg, s32(resource), 0, old)
+    return do_prlimit(t, t.tg, s32(resource), 0, old, host_enforced=False)
 
 
 @syscall()
 def setrlimit(t, resource, new, *_):
-    return _prlimit(t, t.tg, s32(resource), new, 0)
+    return do_prlimit(t, t.tg, s32(resource), new, 0, host_enforced=False)
 
 
 # --- the thread's own state ---
