@@ -731,31 +731,33 @@ class MemoryManager(UserMemory):
             raise _err(C.ENOMEM)
         return 0
 
-    def mlock(self, addr: int, length: int, flags: int = 0) -> None:
-        if flags & ~C.MLOCK_ONFAULT:
-            raise _err(C.EINVAL)
+    def _lock_range(self, addr: int, length: int) -> tuple[int, int] | None:
+        """The pages of an mlock/munlock call (None if none); ENOMEM for a hole."""
         start = addr & PAGE_MASK
         end = page_align(addr + length)
         if end < start or end > self.user_limit:
             raise _err(C.ENOMEM)
         if end == start:
-            return
+            return None
         if not self._covered(start, end):
             raise _err(C.ENOMEM)
+        return start, end
+
+    def mlock(self, addr: int, length: int, flags: int = 0) -> None:
+        if flags & ~C.MLOCK_ONFAULT:
+            raise _err(C.EINVAL)
+        pages = self._lock_range(addr, length)
+        if pages is None:
+            return
+        start, end = pages
         self._modify(start, end, lambda v: setattr(v, "flags", v.flags | VM_LOCKED))
         if not flags & C.MLOCK_ONFAULT:
             self.populate(start, end - start)
 
     def munlock(self, addr: int, length: int) -> None:
-        start = addr & PAGE_MASK
-        end = page_align(addr + length)
-        if end < start or end > self.user_limit:
-            raise _err(C.ENOMEM)
-        if end == start:
-            return
-        if not self._covered(start, end):
-            raise _err(C.ENOMEM)
-        self._modify(start, end, lambda v: setattr(v, "flags", v.flags & ~VM_LOCKED))
+        pages = self._lock_range(addr, length)
+        if pages is not None:
+            self._modify(*pages, lambda v: setattr(v, "flags", v.flags & ~VM_LOCKED))
 
     def mlockall(self, flags: int) -> None:
         if not flags or flags & ~(C.MCL_CURRENT | C.MCL_FUTURE | C.MCL_ONFAULT) or flags == C.MCL_ONFAULT:
