@@ -357,6 +357,8 @@ class SeccompPlatform(HostProcessPlatform):
                 listener.send(nid, 0, -C.ESRCH)
                 return
         ctx.listener = listener
+        if ctx.tid == ctx.host_tgid and ctx.pending_exec is None and len(self.groups[ctx.host_tgid]) > 1:
+            self.took_leader(ctx)
         if ctx.pending_exec is not None:
             self.check_exec(ctx, ip)
         ctx.notif = (nid, nr, (a0, a1, a2, a3, a4, a5))
@@ -518,7 +520,27 @@ class SeccompPlatform(HostProcessPlatform):
         ctx.vm_parent = None
         self.kernel.exec_done(ctx.task, info)
 
+    def took_leader(self, leader: SeccompContext) -> None:
+        """Did a thread other than the leader exec?  The host kernel then gave
+        it the leader's tid (de_thread), so from now on the leader's context
+        runs that thread's task, and the thread's own pidfd reports the end of
+        the old leader."""
+        for c in self.groups.get(leader.host_tgid, ()):
+            if c is leader or c.pending_exec is None or not _pidfd_exited(c.pidfd):
+                continue
+            leader.task, c.task = c.task, leader.task
+            leader.task.ctx, c.task.ctx = leader, c
+            leader.pending_exec, c.pending_exec = c.pending_exec, None
+            task, kernel = leader.task, self.kernel
+            if kernel.tasks.get(task.tid) is task:
+                del kernel.tasks[task.tid]
+            task.tid = task.tg.pid
+            kernel.tasks[task.tid] = task
+            return
+
     def exited(self, ctx: SeccompContext) -> None:
+        if ctx.pending_exec is not None and ctx.tid != ctx.host_tgid and ctx.host_tgid in self.contexts:
+            self.took_leader(self.contexts[ctx.host_tgid])
         try:
             self.ep.unregister(ctx.pidfd)
         except OSError:
@@ -572,6 +594,14 @@ class SeccompPlatform(HostProcessPlatform):
         if self.exec_root is not None:
             self.exec_root.remove()
             self.exec_root = None
+
+
+def _pidfd_exited(pidfd: int) -> bool:
+    if pidfd < 0:
+        return False
+    p = select.poll()
+    p.register(pidfd, select.POLLIN)
+    return bool(p.poll(0))
 
 
 def exit_signal_of(pid: int) -> int:
