@@ -529,9 +529,19 @@ class PtracePlatform(HostProcessPlatform):
         if former != ctx.tid:  # a non-leader thread exec'd: it takes the leader's id
             old = self.contexts.pop(former, None)
             if old is not None:
+                leader = ctx  # the old leader is gone without an exit event of its own
+                leader.mm.refs -= 1
+                if leader.task is not None:
+                    self.kernel.task_exited(leader.task, 0)
                 old.tid = ctx.tid
                 self.contexts[ctx.tid] = old
                 ctx = old
+                task, kernel = ctx.task, self.kernel
+                if task is not None:
+                    if kernel.tasks.get(task.tid) is task:
+                        del kernel.tasks[task.tid]
+                    task.tid = task.tg.pid
+                    kernel.tasks[task.tid] = task
         ctx.mm.mem.reopen()
         ctx.mm.scratch = 0
         ctx.mm.installed = {}

@@ -30,8 +30,6 @@ def py(platform, source: str, timeout: int = 30, extra_flags=(), expect_lines=No
 def test_exec_from_a_thread(platform):
     """A thread other than the leader calls execve: the other threads end and
     the new image runs with the process's pid, as on Linux."""
-    if platform == "ptrace":
-        pytest.xfail("ptrace does not yet follow the thread that takes the leader's pid")
     py(platform, """
         import os, sys, threading, time
         pid = os.getpid()
