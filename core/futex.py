@@ -14,6 +14,18 @@ from typing import Callable
 ALL_BITS = 0xFFFFFFFF
 
 
+def futex_key(mm, addr: int, private: bool):
+    """The key of the futex word at ``addr``: (address space, address), or
+    for a non-private futex in memory shared between address spaces the
+    memory manager's key of that shared page."""
+    if not private:
+        shared = getattr(mm, "shared_futex_key", None)
+        key = shared(addr) if shared is not None else None
+        if key is not None:
+            return key
+    return (mm, addr)
+
+
 class FutexWait:
     """One task waiting on one futex word (the WouldBlock queue of futex_wait)."""
     __slots__ = ("table", "key", "bitset", "wake_cb", "woken")

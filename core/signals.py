@@ -19,7 +19,6 @@ from pysc.core.abi import consts as C
 if TYPE_CHECKING:
     from pysc.core.task import Task, ThreadGroup
 
-SS_ONSTACK, SS_DISABLE = C.SS_ONSTACK, C.SS_DISABLE
 SI_USER, SI_KERNEL, SI_TKILL = C.SI_USER, C.SI_KERNEL, C.SI_TKILL
 UNBLOCKABLE = (1 << (C.SIGKILL - 1)) | (1 << (C.SIGSTOP - 1))
 # Faults are taken before other pending signals, as Linux's SYNCHRONOUS_MASK does.

@@ -22,11 +22,12 @@ import os
 import select
 import struct
 import threading
+import time
 
 from pysc.core import signals
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError, WouldBlock
-from pysc.core.futex import FutexTable
+from pysc.core.futex import FutexTable, futex_key
 from pysc.core.hookspecs import hookimpl
 from pysc.core.mm.physical import PhysicalMemory
 from pysc.core.abi.structs import xstate_size
@@ -74,7 +75,7 @@ class KvmContext:
         self.restart: tuple[int, int] | None = None  # (nr, -ERESTART*) of the call a signal interrupted
         self.fault: tuple[int, int, int] | None = None  # (vector, error code, cr2) of the fault being signalled
         self.vfork_parent = None  # a vfork child: the task waiting for it to exec or exit
-        self.vfork_done = False
+        self.exec_killed = False  # another thread of the process exec'd: this one ends
 
     @property
     def mem(self):
@@ -127,7 +128,6 @@ class KvmPlatform:
         self.phys = PhysicalMemory()
         self.machine = Machine(self.phys)
         self.phys.on_remove = self.machine.remove_region
-        self.flavour = self.machine.flavour
         self.xfeatures = self.machine.xcr0
         self.xstate_size = xstate_size(self.xfeatures)
         self.init_xsave = init_xsave()
@@ -144,9 +144,6 @@ class KvmPlatform:
 
     # --- the Sandbox's interface ---
     def start(self, root_path, path, argv, env, new_net, make_init, hold=False) -> None:
-        from pysc.core.mm.mm import MemoryManager
-        from pysc.platforms.kvm.machine import SYSTEM_PML4_INDEX, USER_LIMIT
-        self.new_net = new_net
         if new_net:
             # Every vCPU thread starts from this one, so the sockets the
             # Sentry makes for the app all live in the new namespace.
@@ -154,19 +151,8 @@ class KvmPlatform:
             from pysc.platforms.hostproc.spawn import loopback_up
             native.unshare(C.CLONE_NEWNET)
             loopback_up()
-        mm = MemoryManager(self.phys, {SYSTEM_PML4_INDEX: self.machine.system_pml4e}, USER_LIMIT)
-        ctx = KvmContext(self, self.machine.new_vcpu(), mm)
-        mm.users = 1
-        make_init(ctx)
-        task = ctx.task
-        vfs = self.kernel.vfs
-        envp = [k + b"=" + v for k, v in env.items()]
         with self.lock:
-            d = vfs.walk(task, task.fs.cwd, path, True)
-            self.load_image(ctx, d, list(argv), envp, path, fresh=True)
-            task.tg.exe = d
-            task.tg.comm = path.rsplit(b"/", 1)[-1][:15]
-        self._start_thread(ctx)
+            self._new_process(make_init, path, argv, env)
         if not hold:
             self.go.set()
 
@@ -292,15 +278,18 @@ class KvmPlatform:
                       make_task) -> None:
         """`exec` into the running sandbox (on the main thread, lock held): a
         new process with no parent; there is no host pid to report."""
-        from pysc.core.mm.mm import MemoryManager
-        from pysc.platforms.kvm.machine import SYSTEM_PML4_INDEX, USER_LIMIT
-        mm = MemoryManager(self.phys, {SYSTEM_PML4_INDEX: self.machine.system_pml4e}, USER_LIMIT)
-        mm.users = 1
+        self._new_process(lambda ctx: make_task(ctx, self.kernel.alloc_pid()), path, argv, env)
+        return None
+
+    def _new_process(self, make_task, path: bytes, argv: list[bytes], env: dict[bytes, bytes]) -> None:
+        """A process started from outside (init, `exec`): ``make_task(ctx)``
+        creates its Task; its thread starts once the image is loaded."""
+        mm = self._new_mm()
         ctx = KvmContext(self, self.machine.new_vcpu(), mm)
-        make_task(ctx, self.kernel.alloc_pid())
+        make_task(ctx)
         task = ctx.task
-        d = self.kernel.vfs.walk(task, task.fs.cwd, path, True)
         try:
+            d = self.kernel.vfs.walk(task, task.fs.cwd, path, True)
             self.load_image(ctx, d, list(argv), [k + b"=" + v for k, v in env.items()], path, fresh=True)
         except BaseException:
             self.kernel.task_exited(task, C.SIGKILL)
@@ -309,7 +298,14 @@ class KvmPlatform:
         task.tg.exe = d
         task.tg.comm = path.rsplit(b"/", 1)[-1][:15]
         self._start_thread(ctx)
-        return None
+
+    def _new_mm(self):
+        """An empty address space, with the machine's own slot in its top-level table."""
+        from pysc.core.mm.mm import MemoryManager
+        from pysc.platforms.kvm.machine import SYSTEM_PML4_INDEX, USER_LIMIT
+        mm = MemoryManager(self.phys, {SYSTEM_PML4_INDEX: self.machine.system_pml4e}, USER_LIMIT)
+        mm.users = 1
+        return mm
 
     def signal_thread(self, task, sig: int) -> None:
         signals.send(self.kernel, task.tg, sig, pack_siginfo(sig, signals.SI_KERNEL), task=task,
@@ -343,12 +339,9 @@ class KvmPlatform:
         the thread at its entry.  Until the new image is complete the old one
         is untouched, so a failed exec returns to the caller."""
         from pysc.core.loader import load_elf
-        from pysc.core.mm.mm import MemoryManager
-        from pysc.platforms.kvm.machine import SYSTEM_PML4_INDEX, USER_LIMIT
         task = ctx.task
         kernel = self.kernel
-        mm = ctx.mm if fresh else MemoryManager(self.phys, {SYSTEM_PML4_INDEX: self.machine.system_pml4e},
-                                                 USER_LIMIT)
+        mm = ctx.mm if fresh else self._new_mm()
         f = dentry.inode.open(C.O_RDONLY, dentry, task)
 
         def open_interp(path: bytes):
@@ -375,14 +368,13 @@ class KvmPlatform:
                 task.tid = tg.pid
                 kernel.tasks[tg.pid] = task
             self._drop_mm(ctx)
-            mm.users = 1
             ctx.mm = mm
             if ctx.vfork_parent is not None:
                 self._vfork_release(ctx)
         task.tg.mm = mm
         task.tg.argv, task.tg.envp = argv, envp
         task.tg.sighand.reset_for_exec()
-        task.altstack = (0, signals.SS_DISABLE, 0)
+        task.altstack = (0, C.SS_DISABLE, 0)
         vcpu = ctx.vcpu
         vcpu.set_cr3(mm.cr3)
         vcpu.fs_base = 0
@@ -400,8 +392,7 @@ class KvmPlatform:
         task = ctx.task
         for t in list(task.tg.tasks):
             if t is not task:
-                t.ctx.interrupted = True
-                t.exec_killed = True
+                t.ctx.exec_killed = True
                 self.interrupt(t)
 
     def _start_thread(self, ctx: KvmContext) -> None:
@@ -450,7 +441,7 @@ class KvmPlatform:
                 break
             except WouldBlock as wb:
                 if signals.pending_for(task) or task.tg.group_exit is not None or self.stopping \
-                        or getattr(task, "exec_killed", False):
+                        or ctx.exec_killed:
                     task.restart_deadline = None
                     result = -RESTART_ERRNO[wb.restart]
                     break
@@ -503,7 +494,7 @@ class KvmPlatform:
         task = ctx.task
         tg = task.tg
         while True:
-            if self.stopping or tg.group_exit is not None or getattr(task, "exec_killed", False):
+            if self.stopping or tg.group_exit is not None or ctx.exec_killed:
                 status = tg.group_exit if tg.group_exit is not None else C.SIGKILL
                 self._exit_task(ctx, status)
                 return False
@@ -574,7 +565,7 @@ class KvmPlatform:
             return
         ctx.vcpu.set_xsave(self.init_xsave)  # the handler starts with a clean FPU, as on Linux
         if task.altstack[1] & C.SS_AUTODISARM:
-            task.altstack = (0, signals.SS_DISABLE, 0)
+            task.altstack = (0, C.SS_DISABLE, 0)
         mask = act.mask
         if not act.flags & C.SA_NODEFER:
             mask |= signals.bit(sig)
@@ -595,8 +586,8 @@ class KvmPlatform:
         ctx.vcpu.set_xsave(fpstate if fpstate is not None else self.init_xsave)
         if stack is not None:
             sp, flags, size = stack
-            if not task.altstack[1] & signals.SS_ONSTACK:
-                task.altstack = (sp, flags & ~signals.SS_ONSTACK, size)
+            if not task.altstack[1] & C.SS_ONSTACK:
+                task.altstack = (sp, flags & ~C.SS_ONSTACK, size)
         return ctx
 
     def _stop_group(self, tg, sig: int) -> None:
@@ -641,7 +632,7 @@ class KvmPlatform:
         if task.clear_child_tid and ctx.mm is not None and ctx.mm.users > 1:
             try:
                 ctx.mm.write_u32(task.clear_child_tid, 0)
-                self.kernel.objects["futexes"].wake((ctx.mm, task.clear_child_tid), 1)
+                self.kernel.objects["futexes"].wake(futex_key(ctx.mm, task.clear_child_tid, False), 1)
             except SyscallError:
                 pass
         if ctx.vfork_parent is not None:
@@ -658,24 +649,21 @@ class KvmPlatform:
     def _cpu_of(ctx: KvmContext) -> float:
         th = ctx.thread
         if th is threading.current_thread():
-            import time
             return time.clock_gettime(time.CLOCK_THREAD_CPUTIME_ID)
         return 0.0
 
     def _vfork_release(self, ctx: KvmContext) -> None:
         parent = ctx.vfork_parent
         ctx.vfork_parent = None
-        ctx.vfork_done = True
         parent.ctx.wake()
 
     # --- new threads and processes (clone) ---
     def clone(self, parent_task, flags: int, stack: int, ptid: int, ctid: int, tls: int) -> int:
         """fork, vfork and clone: a new thread on a new vCPU, started at the
         instruction after the parent's syscall with rax = 0."""
-        from pysc.core.abi import consts as C_
         kernel = self.kernel
         pctx = parent_task.ctx
-        if flags & C_.CLONE_VM:
+        if flags & C.CLONE_VM:
             mm = pctx.mm
             mm.users += 1
         else:
@@ -686,7 +674,7 @@ class KvmPlatform:
         tid = kernel.alloc_pid()
         task = kernel.clone_task(parent_task, tid, flags, ctx)
         ctx.task = task
-        if not flags & C_.CLONE_THREAD:
+        if not flags & C.CLONE_THREAD:
             task.tg.mm = mm
         src, dst = pctx.vcpu.regs, vcpu.regs
         for name in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp", "r8", "r9", "r10", "r11",
@@ -696,21 +684,21 @@ class KvmPlatform:
         if stack:
             dst.rsp = stack
         vcpu.set_cr3(mm.cr3)
-        vcpu.fs_base = tls if flags & C_.CLONE_SETTLS else pctx.vcpu.fs_base
+        vcpu.fs_base = tls if flags & C.CLONE_SETTLS else pctx.vcpu.fs_base
         vcpu.gs_base = pctx.vcpu.gs_base
         vcpu.set_xsave(pctx.vcpu.get_xsave())
-        task.altstack = parent_task.altstack if not flags & C_.CLONE_VM or flags & C_.CLONE_VFORK \
-            else (0, signals.SS_DISABLE, 0)
+        task.altstack = parent_task.altstack if not flags & C.CLONE_VM or flags & C.CLONE_VFORK \
+            else (0, C.SS_DISABLE, 0)
         try:
-            if flags & C_.CLONE_PARENT_SETTID:
+            if flags & C.CLONE_PARENT_SETTID:
                 pctx.mm.write_u32(ptid, tid)
-            if flags & C_.CLONE_CHILD_SETTID:
+            if flags & C.CLONE_CHILD_SETTID:
                 mm.write_u32(ctid, tid)
         except SyscallError:
             pass
-        if flags & C_.CLONE_CHILD_CLEARTID:
+        if flags & C.CLONE_CHILD_CLEARTID:
             task.clear_child_tid = ctid
-        if flags & C_.CLONE_VFORK:
+        if flags & C.CLONE_VFORK:
             ctx.vfork_parent = parent_task
         self._start_thread(ctx)
         return tid

@@ -14,7 +14,7 @@ from pysc.core.abi.structs import CLONE_ARGS, RUSAGE, TIMESPEC, TMS
 from pysc.core.dispatch import CONTINUE, s32, syscall
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.eventpoll import call_deadline, clear_deadline, expired
-from pysc.core.futex import ALL_BITS, FutexWait
+from pysc.core.futex import ALL_BITS, FutexWait, futex_key
 from pysc.core.hookspecs import hookimpl
 from pysc.core.sigframe import pack_siginfo
 from pysc.syscalls.process import do_prlimit
@@ -568,16 +568,6 @@ def getrandom(t, buf, count, flags, *_):
 
 
 # --- futexes ---
-def futex_key(t, uaddr: int, private: bool):
-    mm = t.mem
-    if not private:
-        shared = getattr(mm, "shared_futex_key", None)
-        key = shared(uaddr) if shared is not None else None
-        if key is not None:
-            return key
-    return (mm, uaddr)
-
-
 def _futex_deadline(t, uaddr: int, timeout: int, cmd: int, op: int) -> float | None:
     if not timeout:
         return None
@@ -602,7 +592,7 @@ def _futex_wait(t, uaddr: int, val: int, timeout: int, bitset: int, cmd: int, op
         raise SyscallError(C.EINVAL)
     if not bitset:
         raise SyscallError(C.EINVAL)
-    key = futex_key(t, uaddr, bool(op & FUTEX_PRIVATE))
+    key = futex_key(t.mem, uaddr, bool(op & FUTEX_PRIVATE))
     w = getattr(t, "futex_wait", None)
     if w is not None and w.key == key and w.woken:
         t.futex_wait = None
@@ -645,12 +635,12 @@ def futex(t, uaddr, op, val, timeout, uaddr2, val3):
         bitset = ALL_BITS if cmd == C.FUTEX_WAKE else val3 & 0xFFFFFFFF
         if not bitset:
             raise SyscallError(C.EINVAL)
-        return table.wake(futex_key(t, uaddr, private), s32(val) if s32(val) > 0 else 0, bitset)
+        return table.wake(futex_key(t.mem, uaddr, private), s32(val) if s32(val) > 0 else 0, bitset)
     if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
         nrequeue = timeout & 0xFFFFFFFF
         if s32(val) < 0 or s32(nrequeue) < 0:
             raise SyscallError(C.EINVAL)
-        key, key2 = futex_key(t, uaddr, private), futex_key(t, uaddr2, private)
+        key, key2 = futex_key(t.mem, uaddr, private), futex_key(t.mem, uaddr2, private)
         if cmd == FUTEX_CMP_REQUEUE and t.mem.read_u32(uaddr) != val3 & 0xFFFFFFFF:
             raise SyscallError(C.EAGAIN)
         return table.requeue(key, key2, val, nrequeue)
@@ -663,9 +653,9 @@ def futex(t, uaddr, op, val, timeout, uaddr2, val3):
             raise SyscallError(C.ENOSYS)
         old = t.mem.read_u32(uaddr2)
         t.mem.write_u32(uaddr2, _WAKE_OPS[opcode](old, oparg) & 0xFFFFFFFF)
-        n = table.wake(futex_key(t, uaddr, private), val)
+        n = table.wake(futex_key(t.mem, uaddr, private), val)
         if _WAKE_CMPS[cmp](s32(old), cmparg if cmparg < 0x800 else cmparg - 0x1000):
-            n += table.wake(futex_key(t, uaddr2, private), timeout & 0xFFFFFFFF)
+            n += table.wake(futex_key(t.mem, uaddr2, private), timeout & 0xFFFFFFFF)
         return n
     raise SyscallError(C.ENOSYS)
 

@@ -2,22 +2,17 @@
 masks, the alternate stack, sending, waiting, and returning from a handler."""
 from __future__ import annotations
 
-import struct
 import sys
 
 from pysc.core import signals
 from pysc.core.abi import consts as C
-from pysc.core.abi.structs import KERNEL_SIGACTION, SIGSET, TIMESPEC
+from pysc.core.abi.structs import KERNEL_SIGACTION, SIGSET, STACK_T, TIMESPEC
 from pysc.core.dispatch import s32, syscall
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.eventpoll import call_deadline, clear_deadline, expired
 from pysc.core.hookspecs import hookimpl
-from pysc.core.sigframe import pack_siginfo
-from pysc.core.waitqueue import WaitQueue
+from pysc.core.sigframe import altstack_flags, on_altstack, pack_siginfo
 
-STACK_T = "<QiiQ"  # ss_sp, ss_flags, pad, ss_size
-MINSIGSTKSZ = 2048
-SS_AUTODISARM = C.SS_AUTODISARM
 CAP_KILL = 5
 
 
@@ -100,27 +95,21 @@ def rt_sigreturn(t, *_):
 
 @syscall()
 def sigaltstack(t, uss, uoss, *_):
-    sp, flags, size = t.altstack
-    on = sp <= t.ctx.vcpu.regs.rsp - 1 < sp + size if not flags & signals.SS_DISABLE else False
+    sp = t.ctx.vcpu.regs.rsp
     if uss:
-        nsp, nflags, _, nsize = struct.unpack(STACK_T, t.mem.read(uss, 24))
-        if on:
+        nsp, nflags, nsize = STACK_T.unpack(t.mem.read(uss, STACK_T.size))
+        if on_altstack(sp, t.altstack):
             raise SyscallError(C.EPERM)
-        mode = nflags & ~SS_AUTODISARM
-        if mode not in (0, signals.SS_ONSTACK, signals.SS_DISABLE):
+        mode = nflags & ~C.SS_FLAG_BITS
+        if mode not in (0, C.SS_ONSTACK, C.SS_DISABLE):
             raise SyscallError(C.EINVAL)
+        if mode != C.SS_DISABLE and nsize < C.MINSIGSTKSZ:
+            raise SyscallError(C.ENOMEM)
     if uoss:
-        oflags = signals.SS_ONSTACK if on else (flags & (signals.SS_DISABLE | SS_AUTODISARM))
-        if flags & signals.SS_DISABLE:
-            sp, size = 0, 0
-        t.mem.write(uoss, struct.pack(STACK_T, sp, oflags, 0, size))
+        ss_sp, _, ss_size = t.altstack
+        t.mem.write(uoss, STACK_T.pack(ss_sp, altstack_flags(sp, t.altstack), ss_size))
     if uss:
-        if mode == signals.SS_DISABLE:
-            t.altstack = (0, signals.SS_DISABLE, 0)
-        else:
-            if nsize < MINSIGSTKSZ:
-                raise SyscallError(C.ENOMEM)
-            t.altstack = (nsp, nflags & SS_AUTODISARM, nsize)
+        t.altstack = (0, C.SS_DISABLE, 0) if mode == C.SS_DISABLE else (nsp, nflags & C.SS_FLAG_BITS, nsize)
     return 0
 
 
@@ -132,12 +121,12 @@ def rt_sigsuspend(t, uset, sigsetsize, *_):
     if t.saved_sigmask is None:
         t.saved_sigmask = t.sigmask
     t.sigmask = mask & ~signals.UNBLOCKABLE
-    raise WouldBlock((WaitQueue(),), restart="nohand")
+    raise WouldBlock(restart="nohand")  # until a signal
 
 
 @syscall()
 def pause(t, *_):
-    raise WouldBlock((WaitQueue(),), restart="nohand")
+    raise WouldBlock(restart="nohand")  # until a signal
 
 
 @syscall()
@@ -169,7 +158,7 @@ def rt_sigtimedwait(t, uset, uinfo, uts, sigsetsize, *_):
     # While waiting, the awaited signals are unblocked so that sending them wakes us;
     # they are taken here on the re-run rather than delivered.
     t.sigwait = want
-    raise WouldBlock((WaitQueue(),), deadline=deadline, restart="nohand")
+    raise WouldBlock(deadline=deadline, restart="nohand")
 
 
 # --- sending ---
