@@ -63,7 +63,10 @@ class Listener:
         return NOTIF.unpack_from(buf)
 
     def send(self, notif_id: int, val: int = 0, error: int = 0, flags: int = 0) -> bool:
-        """Answer a notification; False if the task no longer waits for it."""
+        """Answer a notification; False if the task no longer waits for it
+        (also when the listener was closed: every task of its filter is gone)."""
+        if self.fd < 0:
+            return False
         try:
             fcntl.ioctl(self.fd, IOCTL_SEND, RESP.pack(notif_id, val, error, flags))
             return True
@@ -71,6 +74,8 @@ class Listener:
             return False
 
     def id_valid(self, notif_id: int) -> bool:
+        if self.fd < 0:
+            return False
         try:
             fcntl.ioctl(self.fd, IOCTL_ID_VALID, U64.pack(notif_id))
             return True
