@@ -363,6 +363,19 @@ def test_fault_cases(mm, sh):
     assert access_from_error_code(C.X86_PF_INSTR) == FAULT_EXEC
 
 
+def test_sequential_touching_fills_bigger_windows(mm, sh):
+    a = mm.mmap(0x4000_0000, 2048 * P, RW, ANON | C.MAP_FIXED)
+    sh.store(mm, a + 3 * P, b"1")
+    assert mm.mincore(a, 2048 * P).count(1) == 16  # one fault-around window
+    sh.store(mm, a + 16 * P, b"2")  # in order: the next fault fills far more
+    assert mm.mincore(a, 2048 * P).count(1) == 16 + 256
+    sh.store(mm, a + 1500 * P, b"3")  # a jump: a plain window again
+    assert mm.mincore(a, 2048 * P).count(1) == 16 + 256 + 16
+    sh.store(mm, a + 1487 * P, b"4")  # going down, in order
+    assert mm.mincore(a + 1232 * P, 256 * P) == b"\1" * 256
+    sh.check(mm)
+
+
 def test_stack_growth(mm, sh):
     top = 0x7000_0000_0000
     mm.stack_limit = 64 * P
@@ -506,6 +519,65 @@ def test_private_file_mapping(mm, sh, tmp_path):
     mm.munmap(a, 10 * P)
     mm.munmap(b, 3 * P)
     assert f.refs == 1
+    f.decref()
+
+
+def test_page_cache_shares_file_pages(phys, sh, tmp_path):
+    """Private mappings of one settled file share its page frames read-only;
+    a write copies, and the file and the other mapping keep their bytes."""
+    phys.page_cache.settle_ns = 0
+    data = bytes(range(256)) * 16 * 40  # 40 pages
+    path, f = host_file(tmp_path, data)
+    one, two = MemoryManager(phys, SYSTEM, LIMIT), MemoryManager(phys, SYSTEM, LIMIT)
+    a = one.mmap(0x1000_0000, 40 * P, RW, C.MAP_PRIVATE | C.MAP_FIXED, f)
+    b = two.mmap(0x2000_0000, 40 * P, C.PROT_READ, C.MAP_PRIVATE | C.MAP_FIXED, f, 0)
+    assert sh.load(one, a + 3 * P, 4) == data[3 * P:3 * P + 4]
+    assert one.mincore(a, 40 * P).count(1) == 16  # the first mapping reads one window
+    assert sh.load(two, b + 30 * P, 4) == data[30 * P:30 * P + 4]
+    # the second one's fault also maps every page the first one brought in
+    assert two.mincore(b, 40 * P) == b"\1" * 32 + bytes(8)
+    for k in (0, 5, 15):
+        assert sh.access(one, a + k * P) == sh.access(two, b + k * P)  # the same frame
+        assert not one.pt.get(a + k * P) & PTE_RW
+    sh.store(one, a + 5 * P, b"mine")
+    assert sh.access(one, a + 5 * P) != sh.access(two, b + 5 * P)
+    assert sh.load(two, b + 5 * P, 4) == data[5 * P:5 * P + 4]
+    assert path.read_bytes() == data
+    sh.check(one, two)
+    one.release()
+    two.release()
+    sh.check()
+    cached = len(phys.page_cache)
+    assert cached == 32
+    before = phys.allocated
+    phys.page_cache.clear()
+    assert phys.allocated == before - cached
+    f.decref()
+
+
+def test_page_cache_skips_fresh_files_and_trims(phys, sh, tmp_path):
+    path, f = host_file(tmp_path, b"x" * 8 * P)
+    mm = MemoryManager(phys, SYSTEM, LIMIT)
+    a = mm.mmap(0, 8 * P, C.PROT_READ, C.MAP_PRIVATE, f)
+    assert sh.load(mm, a, 1) == b"x"
+    assert len(phys.page_cache) == 0  # written just now: its timestamps may not change on the next write
+    mm.munmap(a, 8 * P)
+    cache = phys.page_cache
+    cache.settle_ns, cache.limit = 0, 4
+    a = mm.mmap(0, 8 * P, C.PROT_READ, C.MAP_PRIVATE, f)
+    assert sh.load(mm, a, 1) == b"x"
+    assert len(cache) == 8  # all still mapped: nothing may go
+    mm.munmap(a + 2 * P, 6 * P)
+    cache.shrink()
+    assert len(cache) == 3  # the oldest unmapped pages went
+    assert sorted(phys.refcount(g) for g in cache.pages.values()) == [1, 2, 2]
+    path.write_bytes(b"y" * 8 * P)  # a new version: new key, fresh pages
+    os.utime(path, ns=(time.time_ns() - 10**10,) * 2)
+    cache.settle_ns = 0
+    b = mm.mmap(0, 8 * P, C.PROT_READ, C.MAP_PRIVATE, f)
+    assert sh.load(mm, b, 1) == b"y" and sh.load(mm, a, 1) == b"x"
+    mm.release()
+    cache.clear()
     f.decref()
 
 
@@ -672,6 +744,31 @@ def test_user_access(mm, sh):
     finally:
         child.release()
     assert mm.read_ptr_array(a + 3 * P + 200) == []
+
+
+def test_user_access_in_merged_pieces(mm, sh):
+    """Reads and writes spanning frames that are contiguous, not contiguous
+    (after copy on write) and page-table boundaries give the bytes back."""
+    a = mm.mmap(0x4000_0000 - 8 * P, 16 * P, RW, ANON | C.MAP_FIXED)  # crosses a 2 MiB table boundary
+    data = os.urandom(16 * P)
+    assert mm.write(a, data) == 16 * P
+    child = mm.fork()
+    try:
+        for k in (1, 6, 9, 13):  # copies: frames no longer in a row
+            sh.store(child, a + k * P + 7, b"!")
+        mine = bytearray(data)
+        for k in (1, 6, 9, 13):
+            mine[k * P + 7] = ord("!")
+        for lo, n in ((0, 16 * P), (5, 3 * P + 11), (P - 1, 2), (7 * P + 3, 2 * P), (13 * P + 7, 1)):
+            assert child.read(a + lo, n) == bytes(mine[lo:lo + n])
+            assert mm.read(a + lo, n) == data[lo:lo + n]
+        child.write(a + 2 * P - 3, b"z" * (9 * P))
+        mine[2 * P - 3:11 * P - 3] = b"z" * (9 * P)
+        assert child.read(a, 16 * P) == bytes(mine)
+        assert mm.read(a, 16 * P) == data
+        sh.check(mm, child)
+    finally:
+        child.release()
 
 
 def test_read_cstr_across_pages(mm):

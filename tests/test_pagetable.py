@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pysc.core.mm import physical
-from pysc.core.mm.pagetable import (ADDR_MASK, PTE_HELD, PTE_NX, PTE_P, PTE_RW, PTE_US, TABLE, MMUFault,
+from pysc.core.mm.pagetable import (ADDR_MASK, PTE_A, PTE_D, PTE_HELD, PTE_NX, PTE_P, PTE_RW, PTE_US, TABLE, MMUFault,
                                     PageTables, leaf_bits, translate)
 from pysc.core.mm.physical import PAGE_SIZE, REGION_BASE, PhysicalMemory
 
@@ -21,10 +21,11 @@ def phys():
 
 def test_leaf_bits():
     assert leaf_bits(0, True) == PTE_HELD  # PROT_NONE: not present, frame kept
-    assert leaf_bits(1, True) == PTE_HELD | PTE_P | PTE_US | PTE_NX
-    assert leaf_bits(3, True) == PTE_HELD | PTE_P | PTE_US | PTE_NX | PTE_RW
-    assert leaf_bits(3, False) == PTE_HELD | PTE_P | PTE_US | PTE_NX  # copy on write
-    assert leaf_bits(5, True) == PTE_HELD | PTE_P | PTE_US  # exec: no NX
+    present = PTE_HELD | PTE_P | PTE_US | PTE_A | PTE_D  # A/D preset: KVM's shadow MMU then prefetches
+    assert leaf_bits(1, True) == present | PTE_NX
+    assert leaf_bits(3, True) == present | PTE_NX | PTE_RW
+    assert leaf_bits(3, False) == present | PTE_NX  # copy on write
+    assert leaf_bits(5, True) == present  # exec: no NX
     assert leaf_bits(2, True) & PTE_P  # write-only is readable on x86
 
 

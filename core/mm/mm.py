@@ -14,9 +14,13 @@ pagetable.py and ``PhysicalMemory.free_tables``.
 Faults cost ≈56 µs in the guest against ≈1-3 µs for a page the Sentry maps
 itself, so: small anonymous mmaps (<= 64 KiB) are populated at once, a fault
 fills up to 16 neighbouring pages of its VMA (zeroed frames, or one read of
-the file), a COW write fault copies its 8-page window and makes writable the
-neighbours no one else shares any more, and ``populate`` serves the ELF
-loader and the stack.  On PVM (guest code touching pages, best of 5):
+the file), 256 in anonymous memory touched in order; pages of private file
+mappings come from the page cache (pagecache.py), shared read-only by every
+mapping of the file, and a fault there also maps what of the file is cached
+in the 2 MiB around it; a COW write fault copies its 8-page window and makes
+writable the neighbours no one else shares any more, and ``populate`` serves
+the ELF loader and the stack.  With the page cache a loop of fork + exec of
+a dynamic /bin/true took 372 guest faults per 20 rounds instead of 635.  On PVM (guest code touching pages, best of 5):
 touching 1 MiB of fresh anonymous memory took 25-34 ms with one page per
 fault and 3.2-4 ms with 16; writing 10 MiB after a fork took 410 ms with
 one copy per fault, 85 ms with 8 (74 ms with 16, for twice the copying of
@@ -40,7 +44,8 @@ from array import array
 
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError
-from pysc.core.mm.pagetable import (ADDR_MASK, PTE_A, PTE_D, PTE_NX, PTE_P, PTE_RW, ZEROS, PageTables,
+from pysc.core.mm.pagecache import FileKey
+from pysc.core.mm.pagetable import (ADDR_MASK, PTE_NX, PTE_P, PTE_RW, ZEROS, PageTables,
                                     leaf_bits)
 from pysc.core.mm.physical import CHUNK_MASK, CHUNK_SHIFT, PAGE_SIZE, REGION_BASE, PhysicalMemory
 from pysc.core.mm.vma import (VM_DONTFORK, VM_GROWSDOWN, VM_LOCKED, VM_MAYWRITE, VM_SHARED, VM_WIPEONFORK,
@@ -50,6 +55,8 @@ from pysc.core.usermem import UserMemory
 PAGE_MASK = ~(PAGE_SIZE - 1)
 FAULT_WRITE, FAULT_EXEC, FAULT_USER = 1, 2, 4  # ``access`` bits of fault()
 FAULT_AROUND = 16  # pages a fault fills at once (a 64 KiB aligned window)
+SEQUENTIAL_AROUND = 256  # pages a fault fills in anonymous memory touched in order (1 MiB)
+CACHED_AROUND = 512  # pages around a fault of a file mapping mapped if cached (a 2 MiB window)
 COW_AROUND = 8  # pages a COW write fault copies at once (a 32 KiB aligned window)
 POPULATE_SMALL = 64 << 10  # anonymous mmaps up to this size are populated at once
 STACK_GUARD_GAP = 256 << 12  # Linux's stack_guard_gap
@@ -61,7 +68,6 @@ SIGBUS_ADRERR = (C.SIGBUS, C.BUS_ADRERR)
 _MMAP_KNOWN = (C.MAP_TYPE | C.MAP_FIXED | C.MAP_ANONYMOUS | C.MAP_32BIT | C.MAP_GROWSDOWN | C.MAP_DENYWRITE
                | C.MAP_EXECUTABLE | C.MAP_LOCKED | C.MAP_NORESERVE | C.MAP_POPULATE | C.MAP_NONBLOCK
                | C.MAP_STACK | C.MAP_HUGETLB | C.MAP_FIXED_NOREPLACE | C.MAP_UNINITIALIZED | (0x3F << 26))
-_KEEP_AD = ~(PTE_A | PTE_D)
 _FSHIFT = CHUNK_SHIFT - 12  # frame number -> (chunk, index) in phys.refs
 _FMASK = (1 << _FSHIFT) - 1
 _MADV_ACCEPTED = frozenset({C.MADV_NORMAL, C.MADV_RANDOM, C.MADV_SEQUENTIAL, C.MADV_WILLNEED,
@@ -452,7 +458,7 @@ class MemoryManager(UserMemory):
                     f = frame >> 12
                     if refs[f >> _FSHIFT][f & _FMASK] == 1:
                         new |= PTE_RW
-                old = e & _KEEP_AD
+                old = e
                 if new != old:
                     ents[k] = new
                     changed = True
@@ -548,7 +554,7 @@ class MemoryManager(UserMemory):
                 delta = new_addr - old_addr
                 for k, e in enumerate(ents):
                     if e:
-                        pt.set(va + (k << 12) + delta, e & _KEEP_AD)
+                        pt.set(va + (k << 12) + delta, e)
                         moved.append(e & ADDR_MASK)
                 q, i0 = pt.slot(va)  # the source table (pt.set may have made new tables)
                 q[i0:i0 + n] = ZEROS[:n]
@@ -836,8 +842,7 @@ class MemoryManager(UserMemory):
         pt = self.pt
         e = pt.get(va)
         if not e:
-            lo = max(v.start, va & ~(FAULT_AROUND * PAGE_SIZE - 1))
-            hi = min(v.end, lo + FAULT_AROUND * PAGE_SIZE)
+            lo, hi = self._fault_window(v, va)
             sig = self._fill(v, lo, hi, va)
             if sig is not None:
                 return sig
@@ -863,10 +868,25 @@ class MemoryManager(UserMemory):
         # the hypervisor holds a stale translation.  Rewrite what the VMA
         # asks for; a zap makes the hypervisor walk the tables again.
         want = self._leaf(v, e & ADDR_MASK)
-        if want != e & _KEEP_AD:
+        if want != e:
             pt.set(va, want)
         self.phys.zap(e & ADDR_MASK)
         return None
+
+    def _fault_window(self, v: VMA, va: int) -> tuple[int, int]:
+        """The pages a fault at ``va`` fills: its FAULT_AROUND window, or in
+        private anonymous memory being touched in order (the page next to
+        the window is there already) a SEQUENTIAL_AROUND one, as a huge
+        page would give."""
+        size = FAULT_AROUND * PAGE_SIZE
+        lo = va & ~(size - 1)
+        if v.file is None and v.region is None:
+            big = SEQUENTIAL_AROUND * PAGE_SIZE
+            if lo > v.start and self.pt.get(lo - PAGE_SIZE):
+                return lo, min(v.end, lo + big)
+            if lo + size < v.end and self.pt.get(lo + size):
+                return max(v.start, lo + size - big), lo + size
+        return max(v.start, lo), min(v.end, lo + size)
 
     def _leaf(self, v: VMA, frame: int) -> int:
         if v.region is not None:
@@ -905,7 +925,7 @@ class MemoryManager(UserMemory):
                     elif copy:
                         new = phys.alloc()
                         phys.copy_frame(new, e & ADDR_MASK)
-                        q[i0 + k] = (e & ~ADDR_MASK & _KEEP_AD) | new | PTE_RW
+                        q[i0 + k] = (e & ~ADDR_MASK) | new | PTE_RW
                         copied.append(e & ADDR_MASK)
         if copied:
             phys.drop(copied)  # one reference fewer each, and no translation to them from here
@@ -914,8 +934,9 @@ class MemoryManager(UserMemory):
         """Give every empty page of [start, end) ⊂ ``v`` its page: a zeroed
         frame, a frame read from the file, or the region's page.  Pages past
         the end of the file are left out; SIGBUS if ``fault_va`` is one."""
+        key = None
         if v.file is not None or v.region is not None:
-            size = self._file_size(v)
+            size, key = self._file_size_key(v)
             limit = v.start + page_align(size) - v.pgoff  # first va past the file's last page
             if v.region is not None:
                 r = v.region
@@ -923,10 +944,17 @@ class MemoryManager(UserMemory):
             if fault_va >= limit:
                 return SIGBUS_ADRERR
             end = min(end, limit)
+            end_limit = min(v.end, limit)
             if end <= start:
                 return None
         if v.region is not None:
             return self._fill_shared(v, start, end)
+        if key is not None:
+            self._fill_cached(v, start, end, key, True)
+            if fault_va >= 0:  # and whatever else of the file is cached around it
+                lo = max(v.start, fault_va & ~(CACHED_AROUND * PAGE_SIZE - 1))
+                self._fill_cached(v, lo, min(end_limit, lo + CACHED_AROUND * PAGE_SIZE), key, False)
+            return None
         phys = self.phys
         bits = leaf_bits(v.prot, True)
         file = v.file
@@ -950,15 +978,57 @@ class MemoryManager(UserMemory):
         self._rss += filled
         return None
 
-    @staticmethod
-    def _file_size(v: VMA) -> int:
+    def _file_size_key(self, v: VMA) -> tuple[int, FileKey | None]:
+        """The size of ``v``'s file and, for a private mapping of a host
+        file that may be cached, its page-cache key."""
         if v.region is not None:
-            return v.region.file_size()
+            return v.region.file_size(), None
         fd = v.file.host_fd()
         try:
-            return os.fstat(fd).st_size if fd is not None else v.file.stat().size
+            if fd is None:
+                return v.file.stat().size, None
+            st = os.fstat(fd)
         except (OSError, SyscallError):
-            return 0
+            return 0, None
+        return st.st_size, self.phys.page_cache.key_of(st)
+
+    def _fill_cached(self, v: VMA, start: int, end: int, key: FileKey, read: bool) -> None:
+        """_fill for a private file mapping whose pages the page cache may
+        hold: cached frames are mapped read-only (shared); the others are
+        read from the file into new frames that join the cache, or with
+        ``read`` False left empty."""
+        phys = self.phys
+        cache = phys.page_cache
+        bits = leaf_bits(v.prot, False)
+        file = v.file
+        filled = 0
+        for va, q, i0, n in self.pt.segments(start, end, create=True):
+            ents = q[i0:i0 + n].tolist()
+            first = v.offset_of(va) >> 12
+            frames = cache.lookup(key, first, n)
+            k = 0
+            while read and k < n:
+                if ents[k] or frames[k] is not None:
+                    k += 1
+                    continue
+                r = k + 1
+                while r < n and not ents[r] and frames[r] is None:
+                    r += 1
+                new = phys.alloc_many(r - k)
+                self._read_file(file, (first + k) << 12, new)
+                cache.insert(key, first + k, new)
+                frames[k:r] = new
+                k = r
+            ref = phys.ref
+            for k in range(n):
+                if not ents[k]:
+                    gpa = frames[k]
+                    if gpa is not None:
+                        ref(gpa)
+                        q[i0 + k] = gpa | bits
+                        filled += 1
+        self._rss += filled
+        cache.shrink()
 
     def _fill_shared(self, v: VMA, start: int, end: int):
         r = v.region
@@ -1121,14 +1191,58 @@ class MemoryManager(UserMemory):
             return b""
         if addr < 0 or addr + n > self.user_limit:
             raise _err(C.EFAULT)
-        out = []
-        while n:
-            take = min(n, PAGE_SIZE - (addr & 4095))
-            view, off = self._view(self._gpa(addr, False))
-            out.append(view[off:off + take])
-            addr += take
-            n -= take
-        return b"".join(out)
+        return b"".join([view[off:off + take] for view, off, take in self._pieces(addr, n, False, False)])
+
+    def _pieces(self, addr: int, n: int, write: bool, force: bool) -> list[tuple[memoryview, int, int]]:
+        """[addr, addr + n) as (view, offset, length) pieces of the Sentry's
+        mappings, neighbouring frames of one chunk merged into one piece (a
+        64 KiB read() then copies in one or two slices, not 16)."""
+        pt = self.pt
+        need = PTE_P | PTE_RW if write else PTE_P
+        first = addr & PAGE_MASK
+        end = addr + n
+        frames: list[int] = []  # guest-physical address of each page
+        va = first
+        while va < end:
+            stop = min(end, (va | 0x1F_FFFF) + 1)  # the end of this last-level table
+            count = (stop - va + 4095) >> 12
+            t = None if force else pt.pts.get(va >> 21)
+            if t is not None:
+                i = ((t & CHUNK_MASK) >> 3) + ((va >> 12) & 511)
+                ents = pt.qviews[t >> CHUNK_SHIFT][i:i + count].tolist()
+            else:
+                ents = [0] * count
+            ready = [e & ADDR_MASK for e in ents if e & need == need]
+            if len(ready) == count:
+                frames += ready
+            else:
+                for k, e in enumerate(ents):
+                    frames.append(e & ADDR_MASK if e & need == need else self._gpa(va + (k << 12), write, force))
+            va += count << 12
+        run = frames[0]
+        last = len(frames) - 1
+        if frames[-1] == run + (last << 12) and frames[-1] < REGION_BASE \
+                and run >> CHUNK_SHIFT == frames[-1] >> CHUNK_SHIFT and frames == list(range(run, run + (last << 12) + 1, PAGE_SIZE)):
+            out = [(run, len(frames) * PAGE_SIZE)]  # one contiguous run, the usual case
+        else:
+            out = []
+            size = PAGE_SIZE
+            for gpa in frames[1:]:
+                if gpa == run + size and gpa < REGION_BASE and gpa & CHUNK_MASK:
+                    size += PAGE_SIZE
+                    continue
+                out.append((run, size))
+                run, size = gpa, PAGE_SIZE
+            out.append((run, size))
+        skip = addr - first
+        pieces = []
+        for gpa, size in out:
+            view, off = self._view(gpa)
+            pieces.append([view, off, size])
+        pieces[0][1] += skip
+        pieces[0][2] -= skip
+        pieces[-1][2] -= len(frames) * PAGE_SIZE - skip - n
+        return pieces
 
     def _write(self, addr: int, data, force: bool) -> int:
         n = len(data)
@@ -1138,11 +1252,8 @@ class MemoryManager(UserMemory):
             raise _err(C.EFAULT)
         src = memoryview(data).cast("B")
         pos = 0
-        while pos < n:
-            take = min(n - pos, PAGE_SIZE - (addr & 4095))
-            view, off = self._view(self._gpa(addr, True, force))
+        for view, off, take in self._pieces(addr, n, True, force):
             view[off:off + take] = src[pos:pos + take]
-            addr += take
             pos += take
         return n
 

@@ -26,6 +26,8 @@ import mmap
 import os
 from typing import Callable, Union
 
+from pysc.core.mm.pagecache import PageCache
+
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 CHUNK_SHIFT = 30  # 1 GiB per chunk and memslot
@@ -141,6 +143,7 @@ class PhysicalMemory:
         self._slot_next = MAX_CHUNKS
         self._slots_free: list[int] = []
         self._grow()
+        self.page_cache = PageCache(self)
 
     def set_listener(self, on_new_chunk: Callable[[Backing], None],
                      on_remove: Callable[[Region], None] | None = None) -> None:
