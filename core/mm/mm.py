@@ -85,6 +85,20 @@ def access_from_error_code(error_code: int) -> int:
             | (FAULT_USER if error_code & C.X86_PF_USER else 0))
 
 
+def _runs_of_true(flags: list[bool]):
+    """(start, stop) of each run of True in ``flags``."""
+    k, n = 0, len(flags)
+    while k < n:
+        if not flags[k]:
+            k += 1
+            continue
+        r = k + 1
+        while r < n and flags[r]:
+            r += 1
+        yield k, r
+        k = r
+
+
 def _err(errno: int):
     return SyscallError(errno)
 
@@ -960,21 +974,12 @@ class MemoryManager(UserMemory):
         file = v.file
         filled = 0
         for va, q, i0, n in self.pt.segments(start, end, create=True):
-            ents = q[i0:i0 + n].tolist()
-            k = 0
-            while k < n:
-                if ents[k]:
-                    k += 1
-                    continue
-                r = k + 1
-                while r < n and not ents[r]:
-                    r += 1
+            for k, r in _runs_of_true([not e for e in q[i0:i0 + n].tolist()]):
                 frames = phys.alloc_many(r - k)
                 if file is not None:
                     self._read_file(file, v.offset_of(va + (k << 12)), frames)
                 q[i0 + k:i0 + r] = array("Q", [f | bits for f in frames])
                 filled += r - k
-                k = r
         self._rss += filled
         return None
 
@@ -1006,19 +1011,12 @@ class MemoryManager(UserMemory):
             ents = q[i0:i0 + n].tolist()
             first = v.offset_of(va) >> 12
             frames = cache.lookup(key, first, n)
-            k = 0
-            while read and k < n:
-                if ents[k] or frames[k] is not None:
-                    k += 1
-                    continue
-                r = k + 1
-                while r < n and not ents[r] and frames[r] is None:
-                    r += 1
+            missing = [not e and f is None for e, f in zip(ents, frames)] if read else []
+            for k, r in _runs_of_true(missing):
                 new = phys.alloc_many(r - k)
                 self._read_file(file, (first + k) << 12, new)
                 cache.insert(key, first + k, new)
                 frames[k:r] = new
-                k = r
             ref = phys.ref
             for k in range(n):
                 if not ents[k]:
