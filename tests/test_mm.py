@@ -581,6 +581,28 @@ def test_page_cache_skips_fresh_files_and_trims(phys, sh, tmp_path):
     f.decref()
 
 
+def test_page_cache_stays_out_of_files_mapped_shared(phys, sh, tmp_path):
+    """A write through MAP_SHARED may leave the file's timestamps alone: such
+    a file's pages leave the cache and stay out while the mapping lives."""
+    phys.page_cache.settle_ns = 0
+    path, f = host_file(tmp_path, b"a" * 4 * P)
+    mm = MemoryManager(phys, SYSTEM, LIMIT)
+    p1 = mm.mmap(0, 4 * P, C.PROT_READ, C.MAP_PRIVATE, f)
+    assert sh.load(mm, p1, 1) == b"a" and len(phys.page_cache) == 4
+    s = mm.mmap(0, 4 * P, RW, C.MAP_SHARED, f)
+    assert len(phys.page_cache) == 0
+    sh.store(mm, s + P, b"b")
+    p2 = mm.mmap(0, 4 * P, C.PROT_READ, C.MAP_PRIVATE, f)
+    assert sh.load(mm, p2 + P, 1) == b"b" and len(phys.page_cache) == 0
+    mm.munmap(s, 4 * P)
+    p3 = mm.mmap(0, 4 * P, C.PROT_READ, C.MAP_PRIVATE, f)
+    assert sh.load(mm, p3 + P, 1) == b"b" and len(phys.page_cache) == 4
+    sh.check(mm)
+    mm.release()
+    phys.page_cache.clear()
+    f.decref()
+
+
 def test_shared_file_mapping(mm, sh, tmp_path, phys):
     path, f = host_file(tmp_path, b"a" * P + b"b" * P + b"c" * 100)
     regions = []

@@ -13,6 +13,11 @@ timestamps have the granularity of the host's clock tick, so a file written
 twice within one tick with the same size would otherwise keep stale pages.
 A file settled that long gets a new key from any later write.
 
+Writes through a MAP_SHARED mapping change a file without always changing
+its timestamps (the host updates them when a clean page is first written),
+so a file with a live region (physical.Region) in the sandbox is not cached,
+and its cached pages go when such a region is made.
+
 When the cache holds more than ``limit`` frames, pages no address space maps
 any more go first (oldest first).
 """
@@ -51,7 +56,16 @@ class PageCache:
         """The key of a host file, or None when it changed too recently to cache."""
         if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < self.settle_ns:
             return None
+        if self.phys.has_region_of((st.st_dev, st.st_ino)):
+            return None
         return FileKey.of(st)
+
+    def forget(self, inode: tuple[int, int]) -> None:
+        """Let go of every cached page of the host file ``inode`` (dev, ino)."""
+        gone = [page for page in self.pages if (page[0].dev, page[0].ino) == inode]
+        frames = [self.pages.pop(page) for page in gone]
+        if frames:
+            self.phys.drop(frames)
 
     def __len__(self) -> int:
         return len(self.pages)

@@ -327,6 +327,7 @@ class PhysicalMemory:
             self._slots_free.append(index)
             self._region_holes.append((gpa, size + PAGE_SIZE))
             raise
+        self.page_cache.forget(r.inode)  # pages written through the region may keep the timestamps
         i = bisect.bisect(self._region_gpas, gpa)
         self._region_gpas.insert(i, gpa)
         self._region_by_gpa.insert(i, r)
@@ -369,6 +370,10 @@ class PhysicalMemory:
         self._slots_free.append(r.index)
         self._region_holes.append((r.gpa, r.size + PAGE_SIZE))
         r.close()
+
+    def has_region_of(self, inode: tuple[int, int]) -> bool:
+        """Whether some live region maps the host file ``inode`` (dev, ino)."""
+        return any(r.inode == inode for r in self._region_by_gpa)
 
     def region_at(self, gpa: int) -> Region:
         i = bisect.bisect(self._region_gpas, gpa) - 1
