@@ -299,6 +299,18 @@ def load_elf(mm, file, argv: list[bytes], envp: list[bytes], execfn: bytes, *, o
                        interp=interp_path, exec_stack=exec_stack)
 
 
+def _push_strings(p: int, vector: list[bytes], strings: list[bytes]) -> tuple[int, list[int]]:
+    """Place ``vector``'s strings below ``p``, last first (appended to
+    ``strings`` in that order); the new ``p`` and each string's address."""
+    ptrs = []
+    for s in reversed(vector):
+        p -= len(s) + 1
+        ptrs.append(p)
+        strings.append(s + b"\0")
+    ptrs.reverse()
+    return p, ptrs
+
+
 def _build_stack(top: int, argv: list[bytes], envp: list[bytes], execfn: bytes, random16: bytes,
                  aux: list[tuple[int, int]], hwcap2: int, rseq_feature_size: int,
                  rseq_align: int) -> dict:
@@ -311,20 +323,10 @@ def _build_stack(top: int, argv: list[bytes], envp: list[bytes], execfn: bytes, 
     p -= len(execfn) + 1
     execfn_addr = p
     strings = [execfn + b"\0"]
-    env_ptrs = []
-    for s in reversed(envp):
-        p -= len(s) + 1
-        env_ptrs.append(p)
-        strings.append(s + b"\0")
+    p, env_ptrs = _push_strings(p, envp, strings)
     env_start = p
-    arg_ptrs = []
-    for s in reversed(argv):
-        p -= len(s) + 1
-        arg_ptrs.append(p)
-        strings.append(s + b"\0")
+    p, arg_ptrs = _push_strings(p, argv, strings)
     arg_start = p
-    env_ptrs.reverse()
-    arg_ptrs.reverse()
     strings_blob = b"".join(reversed(strings))  # from arg_start to top - 8
 
     p &= ~15
