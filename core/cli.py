@@ -1,7 +1,6 @@
 """The ``pysc`` command line: global flags, then a subcommand (as runsc and runc)."""
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import sys
@@ -15,6 +14,7 @@ PROG = "pysc"
 
 
 def version() -> str:
+    import importlib.metadata  # here: importing it costs every start ~25 ms
     try:
         return importlib.metadata.version("pysc")
     except importlib.metadata.PackageNotFoundError:

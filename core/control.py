@@ -8,8 +8,9 @@ import os
 import threading
 from typing import TYPE_CHECKING, Callable
 
-import attrs
 import msgpack
+
+from pysc.core.message import Message
 
 if TYPE_CHECKING:
     from pysc.core.sandbox import Sandbox
@@ -22,56 +23,46 @@ class ControlError(Exception):
 
 
 # --- messages: requests ---
-@attrs.define
-class Start:
+class Start(Message):
     pass
 
 
-@attrs.define
-class Kill:
+class Kill(Message):
     signal: int
     all: bool = False
     pid: int = 0  # a sandbox pid (an `exec`'d process); 0: the container's init
 
 
-@attrs.define
-class Ps:
+class Ps(Message):
     pass
 
 
-@attrs.define
-class Stats:
+class Stats(Message):
     pass
 
 
-@attrs.define
-class Pause:
+class Pause(Message):
     pass
 
 
-@attrs.define
-class Resume:
+class Resume(Message):
     pass
 
 
 # --- messages: replies ---
-@attrs.define
-class Ok:
+class Ok(Message):
     pass
 
 
-@attrs.define
-class Error:
+class Error(Message):
     message: str
 
 
-@attrs.define
-class Processes:
+class Processes(Message):
     processes: list  # [pid, ppid, uid, comm, cmdline] per process, sandbox pids
 
 
-@attrs.define
-class StatsReply:
+class StatsReply(Message):
     stats: dict
 
 
@@ -80,7 +71,7 @@ MESSAGES = {cls.__name__: cls for cls in (Start, Kill, Ps, Stats, Pause, Resume,
 
 
 def encode(msg) -> bytes:
-    return msgpack.packb([type(msg).__name__, attrs.asdict(msg)])
+    return msgpack.packb([type(msg).__name__, msg.asdict()])
 
 
 def decode(data: bytes):

@@ -681,5 +681,13 @@ COMMANDS = {
     "resume": cmd_resume, "wait": cmd_wait, "update": cmd_update, "spec": cmd_spec,
 }
 
-from pysc.core.install import COMMANDS as _INSTALL_COMMANDS  # noqa: E402
-COMMANDS.update(_INSTALL_COMMANDS)
+
+def _install_command(name: str):
+    """install/uninstall, imported only when called (every start would pay for it)."""
+    def run(config, pm, argv):
+        from pysc.core import install
+        return install.COMMANDS[name](config, pm, argv)
+    return run
+
+
+COMMANDS.update({name: _install_command(name) for name in ("install", "uninstall")})

@@ -74,7 +74,7 @@ class Sandbox:
         overlay = self.config.overlay2 == "root:memory"
         self.gofer = start_gofer([(root_path, overlay)] + [(src, ro) for _, src, ro in binds],
                                  self.workdir, debug_log_path(self.config, "gofer"),
-                                 debug=bool(self.config.debug))
+                                 debug=bool(self.config.debug), serve=not self.config.directfs)
         lower = self._gofer_fs(0, root_path, overlay)
         if overlay:
             fs = OverlayFS(lower.root)

@@ -50,7 +50,7 @@ class GoferHandle:
     """A running gofer process (made by ``start_gofer``)."""
 
     def __init__(self, proc: subprocess.Popen, sock: socket.socket, root_fds: list[int],
-                 mounts: list[tuple], zmq_address: str, log_path: str | None):
+                 mounts: list[tuple], zmq_address: str | None, log_path: str | None):
         self.proc = proc
         self.pid = proc.pid
         self.sock = sock                  # the donation socket; EOF when the gofer is gone
@@ -75,6 +75,8 @@ class GoferHandle:
 
     def client(self, timeout: float = DEFAULT_TIMEOUT) -> "GoferClient":
         """A new request channel to this gofer."""
+        if self.zmq_address is None:
+            raise GoferError("this gofer only donated its roots and does not serve requests")
         c = GoferClient(self.zmq_address, timeout=timeout, death_fd=self.death_fd)
         self._clients.append(weakref.ref(c))
         return c
@@ -123,7 +125,7 @@ class GoferHandle:
                 except OSError:
                     pass
             self.root_fds = []
-        if self.zmq_address.startswith("ipc://"):
+        if self.zmq_address and self.zmq_address.startswith("ipc://"):
             try:
                 os.unlink(self.zmq_address[6:])
             except OSError:
@@ -141,7 +143,7 @@ class GoferHandle:
 
 def start_gofer(mounts: list[tuple[str, bool]], workdir: str, log_path: str | None = None,
                 *, timeout: float = START_TIMEOUT, debug: bool = False,
-                fork: bool = True) -> GoferHandle:
+                fork: bool = True, serve: bool = True) -> GoferHandle:
     """Start a gofer serving ``mounts`` ([(host path, readonly), ...]).
 
     Its ZeroMQ socket lives in ``workdir``; its log (and stderr) goes to
@@ -152,17 +154,26 @@ def start_gofer(mounts: list[tuple[str, bool]], workdir: str, log_path: str | No
     With ``fork`` (the default) the gofer is a fork of the caller that runs
     the server directly, which saves starting and importing a new Python
     (~0.2 s); otherwise it is ``python3 -m pysc.fsproxy``.  Call it before the
-    caller starts threads (ZeroMQ's included)."""
+    caller starts threads (ZeroMQ's included).
+
+    Without ``serve`` the gofer donates the roots and exits (directfs: the
+    Sentry walks below them itself and never sends a message), and the
+    handle has no ZeroMQ address."""
     os.makedirs(workdir, exist_ok=True)
-    tag = f"{os.getpid()}-{time.monotonic_ns() % 10**9}"
-    zpath = os.path.join(workdir, f"gofer-{tag}.zmq")
-    if len(zpath.encode()) > 100:
-        raise GoferError(f"workdir path too long for a unix socket: {zpath}")
-    address = "ipc://" + zpath
+    address = None
+    cmd = [sys.executable, "-m", "pysc.fsproxy"]
+    if serve:
+        tag = f"{os.getpid()}-{time.monotonic_ns() % 10**9}"
+        zpath = os.path.join(workdir, f"gofer-{tag}.zmq")
+        if len(zpath.encode()) > 100:
+            raise GoferError(f"workdir path too long for a unix socket: {zpath}")
+        address = "ipc://" + zpath
+        cmd += ["--zmq", address]
+    else:
+        cmd += ["--donate-only"]
     errpath = log_path or os.path.join(workdir, "gofer.stderr")
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    cmd = [sys.executable, "-m", "pysc.fsproxy", "--zmq", address, "--donate-fd", str(child.fileno()),
-           "--ppid", str(os.getpid())]
+    cmd += ["--donate-fd", str(child.fileno()), "--ppid", str(os.getpid())]
     for path, ro in mounts:
         cmd += ["--mount", f"{path}:{'ro' if ro else 'rw'}"]
     if log_path:
@@ -173,7 +184,7 @@ def start_gofer(mounts: list[tuple[str, bool]], workdir: str, log_path: str | No
     try:
         err_start = errf.tell()
         if fork:
-            proc = _fork_gofer(cmd[3:], errf.fileno(), child.fileno())
+            proc = _fork_gofer(cmd[3:], errf.fileno(), child.fileno(), share_zmq=serve)
         else:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=errf, pass_fds=(child.fileno(),), close_fds=True)
@@ -205,6 +216,12 @@ def start_gofer(mounts: list[tuple[str, bool]], workdir: str, log_path: str | No
     except (EOFError, OSError, ValueError) as e:
         raise fail(f"died at start ({e})") from None
     parent.settimeout(None)
+    if not serve:
+        try:
+            proc.wait(timeout)  # it exits once the roots are sent
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     return GoferHandle(proc, parent, fds, got_mounts, address, log_path)
 
 
@@ -252,9 +269,10 @@ class _ForkedGofer:
                 pass
 
 
-def _fork_gofer(args: list[str], errfd: int, sockfd: int) -> _ForkedGofer:
+def _fork_gofer(args: list[str], errfd: int, sockfd: int, share_zmq: bool = True) -> _ForkedGofer:
     import gc
-    import zmq  # noqa: F401  (imported once, shared with the child, instead of once in each)
+    if share_zmq:
+        import zmq  # noqa: F401  (imported once, shared with the child, instead of once in each)
     gc.freeze()  # the child's collector then leaves the shared pages alone (no copy on write)
     pid = os.fork()
     if pid == 0:

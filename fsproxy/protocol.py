@@ -25,10 +25,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import attrs
 import msgpack
 
 from pysc.core.abi.structs import Stat as _StatRecord
+from pysc.core.message import Message
 
 PROTOCOL_VERSION = 1
 
@@ -42,12 +42,11 @@ BY_NAME: dict[str, type] = {}    # class name -> message class
 
 
 def message(tag: int, nested: tuple[str, ...] = ()):
-    """Register an attrs message class under a fixed wire tag."""
+    """Register a message class under a fixed wire tag."""
     def deco(cls):
         if tag in REGISTRY:
             raise ValueError(f"duplicate gofer message tag {tag}")
         cls.TAG = tag
-        cls._FIELDS = tuple(f.name for f in attrs.fields(cls))
         cls._NESTED = nested
         REGISTRY[tag] = cls
         BY_NAME[cls.__name__] = cls
@@ -76,23 +75,20 @@ def wire_to_stat(w, dev: int | None = None) -> _StatRecord:
 # ---------------------------------------------------------------- replies
 
 @message(1)
-@attrs.define(slots=True)
-class ErrorReply:
+class ErrorReply(Message):
     """The request failed with ``errno``; it had no effect."""
     errno: int
 
 
 @message(2)
-@attrs.define(slots=True)
-class OkReply:
+class OkReply(Message):
     """The request succeeded and has nothing to return."""
 
 
 # ---------------------------------------------------------------- mounts
 
 @message(3)
-@attrs.define(slots=True)
-class Attach:
+class Attach(Message):
     """Attach a mount the gofer serves -> AttachReply.
 
     ``mount`` is the host path as given on the gofer's command line, or the
@@ -103,8 +99,7 @@ class Attach:
 
 
 @message(4)
-@attrs.define(slots=True)
-class AttachReply:
+class AttachReply(Message):
     handle: int
     stat: tuple
     messages: tuple = ()      # names of every request class the gofer serves
@@ -112,8 +107,7 @@ class AttachReply:
 
 
 @message(5)
-@attrs.define(slots=True)
-class Walk:
+class Walk(Message):
     """Walk ``names`` (single components) from directory ``handle`` -> WalkReply.
 
     The gofer opens one component at a time, never follows a symlink, and
@@ -124,30 +118,26 @@ class Walk:
 
 
 @message(6)
-@attrs.define(slots=True)
-class WalkReply:
+class WalkReply(Message):
     entries: tuple        # ((handle, stat), ...) one per component walked
     errno: int = 0        # why the walk stopped before the end (0: end or symlink)
 
 
 @message(7)
-@attrs.define(slots=True)
-class Stat:
+class Stat(Message):
     """Stat a path or open handle -> StatReply."""
     handle: int
 
 
 @message(8)
-@attrs.define(slots=True)
-class StatReply:
+class StatReply(Message):
     stat: tuple
 
 
 # ---------------------------------------------------------------- files
 
 @message(9)
-@attrs.define(slots=True)
-class Open:
+class Open(Message):
     """Open the file of path ``handle`` with O_* ``flags`` -> OpenReply.
 
     Only regular files and directories open; a symlink fails with ELOOP."""
@@ -156,15 +146,13 @@ class Open:
 
 
 @message(10)
-@attrs.define(slots=True)
-class OpenReply:
+class OpenReply(Message):
     fh: int               # open handle
     stat: tuple
 
 
 @message(11)
-@attrs.define(slots=True)
-class Create:
+class Create(Message):
     """Create and open a new regular file ``name`` in ``handle`` -> CreateReply.
 
     Always exclusive (EEXIST if the name exists, symlink or not).  ``uid`` /
@@ -178,16 +166,14 @@ class Create:
 
 
 @message(12)
-@attrs.define(slots=True)
-class CreateReply:
+class CreateReply(Message):
     handle: int           # path handle of the new file
     fh: int               # open handle
     stat: tuple
 
 
 @message(13)
-@attrs.define(slots=True)
-class Read:
+class Read(Message):
     """pread ``count`` bytes at ``offset`` of open handle ``fh`` -> ReadReply."""
     fh: int
     offset: int
@@ -195,28 +181,24 @@ class Read:
 
 
 @message(14)
-@attrs.define(slots=True)
-class ReadReply:
+class ReadReply(Message):
     data: bytes
 
 
 @message(15)
-@attrs.define(slots=True)
-class ReadV:
+class ReadV(Message):
     """Several preads of one open handle: ``extents`` = ((offset, count), ...) -> ReadVReply."""
     fh: int
     extents: tuple
 
 
 @message(16)
-@attrs.define(slots=True)
-class ReadVReply:
+class ReadVReply(Message):
     chunks: tuple         # bytes per extent (short at end of file)
 
 
 @message(17)
-@attrs.define(slots=True)
-class Write:
+class Write(Message):
     """pwrite ``data`` at ``offset`` of open handle ``fh`` -> WriteReply."""
     fh: int
     offset: int
@@ -224,14 +206,12 @@ class Write:
 
 
 @message(18)
-@attrs.define(slots=True)
-class WriteReply:
+class WriteReply(Message):
     count: int
 
 
 @message(19)
-@attrs.define(slots=True)
-class WriteV:
+class WriteV(Message):
     """Several pwrites: ``extents`` = ((offset, data), ...) -> WriteVReply.
 
     Stops at the first failing or short write; fails only if the first does."""
@@ -240,29 +220,25 @@ class WriteV:
 
 
 @message(20)
-@attrs.define(slots=True)
-class WriteVReply:
+class WriteVReply(Message):
     counts: tuple
 
 
 @message(21)
-@attrs.define(slots=True)
-class Readdir:
+class Readdir(Message):
     """List directory ``handle`` (without . and ..) -> ReaddirReply."""
     handle: int
 
 
 @message(22)
-@attrs.define(slots=True)
-class ReaddirReply:
+class ReaddirReply(Message):
     entries: tuple        # ((name, ino, DT_*), ...)
 
 
 # ---------------------------------------------------------------- names
 
 @message(23)
-@attrs.define(slots=True)
-class Mkdir:
+class Mkdir(Message):
     """mkdir ``name`` in ``handle`` -> EntryReply."""
     handle: int
     name: bytes
@@ -272,8 +248,7 @@ class Mkdir:
 
 
 @message(24)
-@attrs.define(slots=True)
-class Mknod:
+class Mknod(Message):
     """mknod a regular file, FIFO or socket ``name`` in ``handle`` -> EntryReply
     (device nodes: EPERM)."""
     handle: int
@@ -285,8 +260,7 @@ class Mknod:
 
 
 @message(25)
-@attrs.define(slots=True)
-class Symlink:
+class Symlink(Message):
     """symlink ``name`` -> ``target`` in ``handle`` -> EntryReply."""
     handle: int
     name: bytes
@@ -296,8 +270,7 @@ class Symlink:
 
 
 @message(26)
-@attrs.define(slots=True)
-class Link:
+class Link(Message):
     """Hard link path handle ``target`` as ``name`` in ``handle`` -> EntryReply."""
     handle: int
     name: bytes
@@ -305,15 +278,13 @@ class Link:
 
 
 @message(27)
-@attrs.define(slots=True)
-class EntryReply:
+class EntryReply(Message):
     handle: int           # path handle of the new name
     stat: tuple
 
 
 @message(28)
-@attrs.define(slots=True)
-class Unlink:
+class Unlink(Message):
     """unlinkat(``handle``, ``name``, ``flags``) (AT_REMOVEDIR: rmdir) -> OkReply."""
     handle: int
     name: bytes
@@ -321,8 +292,7 @@ class Unlink:
 
 
 @message(29)
-@attrs.define(slots=True)
-class Rename:
+class Rename(Message):
     """renameat2(``handle``/``name`` -> ``newhandle``/``newname``, RENAME_* ``flags``) -> OkReply."""
     handle: int
     name: bytes
@@ -332,21 +302,18 @@ class Rename:
 
 
 @message(30)
-@attrs.define(slots=True)
-class Readlink:
+class Readlink(Message):
     """Read symlink ``handle`` -> ReadlinkReply."""
     handle: int
 
 
 @message(31)
-@attrs.define(slots=True)
-class ReadlinkReply:
+class ReadlinkReply(Message):
     target: bytes
 
 
 @message(32)
-@attrs.define(slots=True)
-class Setattr:
+class Setattr(Message):
     """Change the attributes that are not None -> StatReply (the new stat)."""
     handle: int
     mode: int | None = None       # permission bits (07777)
@@ -358,15 +325,13 @@ class Setattr:
 
 
 @message(33)
-@attrs.define(slots=True)
-class Statfs:
+class Statfs(Message):
     """statfs of the filesystem holding ``handle`` -> StatfsReply."""
     handle: int
 
 
 @message(34)
-@attrs.define(slots=True)
-class StatfsReply:
+class StatfsReply(Message):
     f_type: int
     bsize: int
     blocks: int
@@ -382,43 +347,37 @@ class StatfsReply:
 
 
 @message(35)
-@attrs.define(slots=True)
-class Fsync:
+class Fsync(Message):
     """fsync (or fdatasync) open handle ``fh`` -> OkReply."""
     fh: int
     datasync: bool = False
 
 
 @message(36)
-@attrs.define(slots=True)
-class Getxattr:
+class Getxattr(Message):
     """getxattr -> XattrReply."""
     handle: int
     name: bytes
 
 
 @message(37)
-@attrs.define(slots=True)
-class XattrReply:
+class XattrReply(Message):
     value: bytes
 
 
 @message(38)
-@attrs.define(slots=True)
-class Listxattr:
+class Listxattr(Message):
     """listxattr -> ListxattrReply."""
     handle: int
 
 
 @message(39)
-@attrs.define(slots=True)
-class ListxattrReply:
+class ListxattrReply(Message):
     names: tuple
 
 
 @message(40)
-@attrs.define(slots=True)
-class Setxattr:
+class Setxattr(Message):
     """setxattr (flags: XATTR_CREATE=1, XATTR_REPLACE=2) -> OkReply."""
     handle: int
     name: bytes
@@ -427,8 +386,7 @@ class Setxattr:
 
 
 @message(41)
-@attrs.define(slots=True)
-class Removexattr:
+class Removexattr(Message):
     """removexattr -> OkReply."""
     handle: int
     name: bytes
@@ -437,21 +395,18 @@ class Removexattr:
 # ---------------------------------------------------------------- lifetime
 
 @message(42)
-@attrs.define(slots=True)
-class Close:
+class Close(Message):
     """Release path and open handles (unknown ones are ignored) -> OkReply."""
     handles: tuple
 
 
 @message(43)
-@attrs.define(slots=True)
-class Shutdown:
+class Shutdown(Message):
     """Stop the gofer after replying -> OkReply."""
 
 
 @message(44, nested=("messages",))
-@attrs.define(slots=True)
-class Batch:
+class Batch(Message):
     """Run ``messages`` in order in one round trip -> BatchReply.
 
     Stops after the first one that fails; its ErrorReply is the last reply."""
@@ -459,8 +414,7 @@ class Batch:
 
 
 @message(45, nested=("replies",))
-@attrs.define(slots=True)
-class BatchReply:
+class BatchReply(Message):
     replies: tuple
 
 
@@ -477,7 +431,7 @@ def to_wire(msg: Any) -> list:
         out = [cls.TAG]
     except AttributeError:
         raise ProtocolError(f"not a gofer message: {msg!r}") from None
-    for name in cls._FIELDS:
+    for name in cls.FIELDS:
         v = getattr(msg, name)
         if name in cls._NESTED:
             v = [to_wire(m) for m in v]
@@ -494,12 +448,12 @@ def from_wire(obj: Any) -> Any:
     if cls is None:
         raise ProtocolError(f"unknown message tag {tag!r}")
     fields = obj[1:]
-    if len(fields) != len(cls._FIELDS):
-        raise ProtocolError(f"{cls.__name__}: {len(fields)} fields, expected {len(cls._FIELDS)}")
+    if len(fields) != len(cls.FIELDS):
+        raise ProtocolError(f"{cls.__name__}: {len(fields)} fields, expected {len(cls.FIELDS)}")
     if cls._NESTED:
         fields = tuple(tuple(from_wire(m) for m in v) if name in cls._NESTED else v
-                       for name, v in zip(cls._FIELDS, fields))
-        for name, v in zip(cls._FIELDS, fields):
+                       for name, v in zip(cls.FIELDS, fields))
+        for name, v in zip(cls.FIELDS, fields):
             if name in cls._NESTED and not isinstance(v, tuple):
                 raise ProtocolError(f"{cls.__name__}.{name}: not an array")
     return cls(*fields)

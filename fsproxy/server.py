@@ -791,7 +791,9 @@ def _set_pdeathsig(ppid: int | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m pysc.fsproxy",
                                  description="pysc gofer: serve host directories to a Sentry")
-    ap.add_argument("--zmq", required=True, help="ZeroMQ address to bind, e.g. ipc:///run/x/gofer")
+    ap.add_argument("--zmq", help="ZeroMQ address to bind, e.g. ipc:///run/x/gofer")
+    ap.add_argument("--donate-only", action="store_true",
+                    help="send the mount root fds and exit without serving (directfs needs no more)")
     ap.add_argument("--donate-sock", metavar="PATH",
                     help="listen on this unix stream socket path; send the mount root fds to the first client")
     ap.add_argument("--donate-fd", type=int, metavar="FD",
@@ -802,6 +804,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--debug", action="store_true", help="log every request")
     ap.add_argument("--ppid", type=int, help="exit at once unless this is our parent")
     args = ap.parse_args(argv)
+    if not args.zmq and not args.donate_only:
+        ap.error("--zmq is required unless --donate-only")
+    if args.donate_only and args.donate_fd is None and not args.donate_sock:
+        ap.error("--donate-only needs --donate-fd or --donate-sock")
 
     _set_pdeathsig(args.ppid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Sentry decides when we stop
@@ -819,11 +825,12 @@ def main(argv: list[str] | None = None) -> int:
     donate_sock = None
     try:
         server = GoferServer([parse_mount(m) for m in args.mount])
-        import zmq
-        ctx = zmq.Context.instance()
-        zsock = ctx.socket(zmq.REP)
-        zsock.setsockopt(zmq.LINGER, 1000)
-        zsock.bind(args.zmq)
+        if not args.donate_only:
+            import zmq
+            ctx = zmq.Context.instance()
+            zsock = ctx.socket(zmq.REP)
+            zsock.setsockopt(zmq.LINGER, 1000)
+            zsock.bind(args.zmq)
         if args.donate_fd is not None:
             donate_sock = socket.socket(fileno=args.donate_fd)
             server.donate(donate_sock)
@@ -843,6 +850,10 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr, flush=True)
         log.error("%s", msg)
         return 2
+    if args.donate_only:
+        log.info("gofer: donated the roots of %s; done", [m.path for m in server.mounts])
+        server.close_all()
+        return 0
     log.info("gofer up: zmq %s, mounts %s", args.zmq,
              [(m.path, "ro" if m.readonly else "rw") for m in server.mounts])
     try:

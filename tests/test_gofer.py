@@ -529,6 +529,29 @@ def test_released_handles_are_closed(gofer, tree):
     c.close()
 
 
+def test_donate_only_gofer_sends_roots_and_exits(tree):
+    """directfs: the gofer opens the roots, donates them and is gone."""
+    work = tree / "w-donate-only"
+    g = start_gofer([(str(tree / "root"), False), (str(tree / "ro"), True)], str(work), None,
+                    serve=False)
+    try:
+        assert not g.alive() and g.proc.returncode == 0
+        assert g.zmq_address is None
+        assert [os.fstat(fd).st_ino for fd in g.root_fds] == \
+            [os.stat(tree / "root").st_ino, os.stat(tree / "ro").st_ino]
+        assert [m[1] for m in g.mounts] == [False, True]
+        with pytest.raises(GoferError, match="does not serve"):
+            g.client()
+        assert not any(n.endswith(".zmq") for n in os.listdir(work))
+    finally:
+        g.stop(close_fds=True)
+
+
+def test_donate_only_start_failure_is_reported(tree):
+    with pytest.raises(GoferError, match="cannot start"):
+        start_gofer([(str(tree / "does-not-exist"), False)], str(tree / "w"), None, serve=False)
+
+
 # ------------------------------------------------------------------ failures
 
 def test_gofer_death_gives_eio(tree):

@@ -392,3 +392,15 @@ def test_capability_mask():
     assert S.capability_mask(S.CAPABILITIES) == (1 << 41) - 1
     with pytest.raises(S.SpecError, match='unknown capability "CAP_FOO"'):
         S.capability_mask(["CAP_CHOWN", "CAP_FOO"])
+
+
+def test_socket_dir_names_are_short_and_distinct(tmp_path):
+    from pysc.core.oci import state
+    # published FNV-1a 64 test vectors
+    assert state.fnv1a_64(b"") == 0xcbf29ce484222325
+    assert state.fnv1a_64(b"a") == 0xaf63dc4c8601ec8c
+    assert state.fnv1a_64(b"foobar") == 0x85944171f73967e8
+    ids = ["a" * 128, "a" * 127 + "b", "c1", "c2", "1c"]
+    dirs = {state.socket_dir(str(tmp_path), i) for i in ids}
+    assert len(dirs) == len(ids)
+    assert all(len(d) == len(str(tmp_path)) + 20 for d in dirs)

@@ -71,3 +71,27 @@ def test_plugin_takes_effect_in_sandbox(plugin_env):
     assert out.stdout.strip() == "9.9.9"
     plain = pysc("do", "/bin/busybox", "uname", "-r", env=plugin_env)
     assert plain.stdout.strip() == "4.4.0"
+
+
+def test_entry_points_found_as_importlib_metadata_finds_them(tmp_path):
+    import importlib.metadata
+    from pysc.core.plugins import find_entry_points
+    for group in ("pysc", "console_scripts"):
+        want = sorted((ep.name, ep.value) for ep in importlib.metadata.entry_points(group=group))
+        assert sorted(find_entry_points(group)) == want
+    first, second = tmp_path / "a", tmp_path / "b"
+    for where, value in ((first, "mod_a"), (second, "mod_b")):
+        dist = where / "Some.Plugin-2.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "entry_points.txt").write_text(
+            f"# comment\n[other]\nx = nope\n\n[pysc]\nplug = {value}:hooks [extra]\n")
+    # the first distribution of a name on the path wins, as with importlib.metadata
+    assert find_entry_points("pysc", [str(first), str(second), str(tmp_path / "missing")]) == \
+        [("plug", "mod_a:hooks [extra]")]
+
+
+def test_load_entry_point():
+    from pysc.core.plugins import load_entry_point
+    import os.path
+    assert load_entry_point("os.path") is os.path
+    assert load_entry_point("os:path.join [x]") is os.path.join

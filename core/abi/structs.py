@@ -1,6 +1,7 @@
 """x86-64 struct layouts the Sentry reads from or writes to app memory."""
 from __future__ import annotations
 
+import ctypes
 import struct
 
 import attrs
@@ -194,3 +195,11 @@ def xstate_size(xfeatures: int) -> int:
         if xfeatures & (1 << bit):
             end = max(end, off + size)
     return end
+
+
+class user_regs_struct(ctypes.Structure):
+    """A thread's general registers as PTRACE_GETREGS/SETREGS pass them (<sys/user.h>)."""
+    _fields_ = [(name, ctypes.c_ulong) for name in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
+        "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
+        "gs_base", "ds", "es", "fs", "gs")]

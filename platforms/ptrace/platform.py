@@ -18,10 +18,8 @@ import signal
 import socket
 import struct
 
-from ptrace.binding.func import ptrace_registers_t
-
 from pysc.core.abi import consts as C
-from pysc.core.abi.structs import CMSGHDR, IOVEC, MSGHDR, cmsg_space
+from pysc.core.abi.structs import CMSGHDR, IOVEC, MSGHDR, cmsg_space, user_regs_struct
 from pysc.core.abi.sysnums import SYSCALLS
 from pysc.core.dispatch import CONTINUE
 from pysc.core.errors import SyscallError, TaskGone, WouldBlock
@@ -72,7 +70,7 @@ class PtraceContext:
         self.tid = host_tid
         self.mm = mm
         self.task = None
-        self.regs = ptrace_registers_t()
+        self.regs = user_regs_struct()
         self.regs_addr = ctypes.addressof(self.regs)
         self.parked: tuple[int, str] | None = None  # (syscall nr, restart class) while asleep in pause
         self.wake_pending = False
@@ -84,7 +82,7 @@ class PtraceContext:
         return self.mm.mem
 
     # --- registers ---
-    def getregs(self) -> ptrace_registers_t:
+    def getregs(self) -> user_regs_struct:
         ptrace(PTRACE_GETREGS, self.tid, 0, ctypes.addressof(self.regs))
         return self.regs
 
@@ -153,7 +151,7 @@ class PtraceContext:
     def inject(self, nr: int, *args: int) -> int:
         """Run syscall ``nr`` in the tracee now, then come back to the same
         seccomp stop.  Returns the raw result (negative errno on failure)."""
-        saved = ptrace_registers_t.from_buffer_copy(self.getregs())
+        saved = user_regs_struct.from_buffer_copy(self.getregs())
         regs = self.regs
         regs.orig_rax = nr
         for name, value in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args + (0,) * 6):

@@ -92,9 +92,11 @@ def _has_zmq_socket(pid: int) -> bool:
 
 
 def test_sentry_killed_leaves_no_process(platform, tmp_path):
+    """--directfs=false keeps a serving gofer beside the Sentry (with directfs
+    the gofer exits once it has donated the roots)."""
     seconds = str(1000 + os.getpid() % 9000)  # a sleep nobody else runs
     marker = f"sleep\0{seconds}"
-    cmd = [*pysc_cmd(), f"--platform={platform}", "do", BUSYBOX, "sh", "-c",
+    cmd = [*pysc_cmd(), f"--platform={platform}", "--directfs=false", "do", BUSYBOX, "sh", "-c",
            f"{BUSYBOX} sleep {seconds} & {BUSYBOX} sleep {seconds}; :"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=TEST_ENV)
     try:
