@@ -19,7 +19,10 @@ def pysc_add_flags(flags):
 
 @hookspec
 def pysc_platforms():
-    """Return a dict of platform classes by name."""
+    """Return a dict of platforms by name: each a platform class, or the
+    ``"module:Class"`` path of one, imported only when that platform is used
+    (or listed by `pysc help platforms`), so that no start pays for importing
+    every platform."""
 
 
 @hookspec

@@ -20,7 +20,7 @@ BUILTIN_PLUGINS = (
     "pysc.core.fs",
     "pysc.platforms.ptrace",
     "pysc.platforms.seccomp",
-    "pysc.platforms.kvm.platform",
+    "pysc.platforms.kvm",
     "pysc.syscalls.fs",
     "pysc.syscalls.file",
     "pysc.syscalls.process",
@@ -110,6 +110,20 @@ def load_entry_point(value: str):
     for part in filter(None, attr.strip().split(".")):
         obj = getattr(obj, part)
     return obj
+
+
+def platforms(pm) -> dict:
+    """Every platform the plugins offer, by name: a class or a ``"module:Class"``
+    path (``platform_class`` imports it)."""
+    out: dict = {}
+    for result in pm.hook.pysc_platforms():
+        out.update(result)
+    return out
+
+
+def platform_class(entry) -> type:
+    """The class of a ``platforms()`` entry."""
+    return load_entry_point(entry) if isinstance(entry, str) else entry
 
 
 def call_in_order(hook, **kwargs) -> list:

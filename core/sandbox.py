@@ -15,6 +15,7 @@ from pysc.core.fs.overlay import OverlayFS
 from pysc.core.fs.tmpfs import TmpFS
 from pysc.core.kernel import Kernel
 from pysc.core.coreflags import DEFAULT_PLATFORM, FALLBACK_PLATFORM
+from pysc.core.plugins import platform_class, platforms
 from pysc.core.sandbox_paths import debug_log_path
 from pysc.core.task import Credentials, FSContext
 from pysc.core.vfs import VFS, Mount
@@ -42,18 +43,16 @@ class Sandbox:
         self.config = config
         self.pm = pm
         self.workdir = workdir
-        platforms = {}
-        for result in pm.hook.pysc_platforms():
-            platforms.update(result)
+        offered = platforms(pm)
         name = config.platform
-        if name not in platforms:
-            raise SandboxError(f"unknown platform {name!r}: choose one of {', '.join(sorted(platforms))}")
-        cls = platforms[name]
+        if name not in offered:
+            raise SandboxError(f"unknown platform {name!r}: choose one of {', '.join(sorted(offered))}")
+        cls = platform_class(offered[name])
         why = cls.available()
-        if why and name == DEFAULT_PLATFORM and FALLBACK_PLATFORM in platforms \
-                and not platforms[FALLBACK_PLATFORM].available():
+        if why and name == DEFAULT_PLATFORM and FALLBACK_PLATFORM in offered \
+                and not platform_class(offered[FALLBACK_PLATFORM]).available():
             log.warning("platform %s is not available here (%s): using %s", name, why, FALLBACK_PLATFORM)
-            name, cls, why = FALLBACK_PLATFORM, platforms[FALLBACK_PLATFORM], None
+            name, cls, why = FALLBACK_PLATFORM, platform_class(offered[FALLBACK_PLATFORM]), None
         if why:
             raise SandboxError(f"platform {name} is not available here: {why}")
         if config.network == "sandbox":

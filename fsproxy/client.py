@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -246,13 +247,19 @@ class _ForkedGofer:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        if timeout is not None:
-            deadline = time.monotonic() + timeout
-            while self.poll() is None:
-                if time.monotonic() > deadline:
-                    raise subprocess.TimeoutExpired("gofer", timeout)
-                time.sleep(0.005)
-            return self.returncode
+        if timeout is not None and self.poll() is None:
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except OSError:  # already reaped
+                return self.poll()
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                ready = poller.poll(timeout * 1000)
+            finally:
+                os.close(pidfd)
+            if not ready and self.poll() is None:
+                raise subprocess.TimeoutExpired("gofer", timeout)
         if self.returncode is None:
             try:
                 _, status = os.waitpid(self.pid, 0)

@@ -95,3 +95,23 @@ def test_load_entry_point():
     import os.path
     assert load_entry_point("os.path") is os.path
     assert load_entry_point("os:path.join [x]") is os.path.join
+
+
+def test_platforms_are_imported_only_when_used():
+    code = ("import sys; from pysc.core.plugins import make_plugin_manager, platforms, platform_class; "
+            "pm = make_plugin_manager(); offered = platforms(pm); "
+            "print(sorted(offered), sorted(m for m in sys.modules if m.startswith('pysc.platforms.') "
+            "and m.endswith('.platform'))); "
+            "cls = platform_class(offered['ptrace']); print(cls.__name__, cls.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first == "['kvm', 'ptrace', 'seccomp'] []"
+    assert second == "PtracePlatform pysc.platforms.ptrace.platform"
+
+
+def test_a_platform_may_be_given_as_a_class():
+    from pysc.core.plugins import platform_class
+    from pysc.platforms.seccomp.platform import SeccompPlatform
+    assert platform_class(SeccompPlatform) is SeccompPlatform
+    assert platform_class("pysc.platforms.seccomp.platform:SeccompPlatform") is SeccompPlatform

@@ -28,7 +28,6 @@ from pysc.core import signals
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.futex import FutexTable, futex_key
-from pysc.core.hookspecs import hookimpl
 from pysc.core.mm.physical import PhysicalMemory
 from pysc.core.abi.structs import xstate_size
 from pysc.core.sigframe import init_xsave, pack_siginfo, restore_rt_frame, setup_rt_frame, sigframe_size
@@ -702,8 +701,3 @@ class KvmPlatform:
             ctx.vfork_parent = parent_task
         self._start_thread(ctx)
         return tid
-
-
-@hookimpl
-def pysc_platforms():
-    return {"kvm": KvmPlatform}
