@@ -2,6 +2,7 @@
 running the app.  ``pysc do`` runs one in the calling process."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -276,6 +277,7 @@ class Sandbox:
 
     def serve(self) -> int:
         """Run the app until init exits; returns its exit code (128+N for signal N)."""
+        gc.enable()  # `pysc` turns it off for start-up
         kernel = self.kernel
         old = {s: signal.signal(s, self._forward) for s in FORWARDED_SIGNALS}
         self.pm.hook.pysc_sandbox_started(sandbox=self)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno as E
+import gc
 import logging
 import os
 import resource
@@ -856,6 +857,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     log.info("gofer up: zmq %s, mounts %s", args.zmq,
              [(m.path, "ro" if m.readonly else "rw") for m in server.mounts])
+    gc.enable()  # a gofer forked by `pysc` inherits it turned off for start-up
     try:
         _serve_loop(server, zsock)
     finally:

@@ -115,3 +115,19 @@ def test_a_platform_may_be_given_as_a_class():
     from pysc.platforms.seccomp.platform import SeccompPlatform
     assert platform_class(SeccompPlatform) is SeccompPlatform
     assert platform_class("pysc.platforms.seccomp.platform:SeccompPlatform") is SeccompPlatform
+
+
+def test_main_restores_the_collector(capsys):
+    """`pysc` turns the cyclic collector off for start-up; in-process callers get it back."""
+    import gc
+    from pysc.core.cli import main
+    assert gc.isenabled()
+    assert main(["--version"]) == 0
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert main(["--version"]) == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert "pysc version" in capsys.readouterr().out
