@@ -70,18 +70,10 @@ class HostProcessPlatform:
                 pass
 
     def pause(self) -> None:
-        for hp in self.host_pids():
-            try:
-                os.kill(hp, signal.SIGSTOP)
-            except ProcessLookupError:
-                pass
+        self.signal_processes(signal.SIGSTOP, all_=True)
 
     def resume(self) -> None:
-        for hp in self.host_pids():
-            try:
-                os.kill(hp, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        self.signal_processes(signal.SIGCONT, all_=True)
 
     def usage(self) -> tuple[int, int]:
         """CPU time (ns) and resident memory (bytes) of the app processes."""
