@@ -5,11 +5,10 @@ import logging
 import types
 from typing import TYPE_CHECKING, Callable
 
-import attrs
-
 from pysc.core.abi import consts as C
 from pysc.core.abi.sysnums import NAMES, SYSCALLS
 from pysc.core.errors import SyscallError, TaskGone, WouldBlock
+from pysc.core.record import Record
 
 if TYPE_CHECKING:
     from pysc.core.task import Task
@@ -48,8 +47,7 @@ def s64(x: int) -> int:
     return x - (1 << 64) if x & (1 << 63) else x
 
 
-@attrs.define
-class Entry:
+class Entry(Record):
     name: str
     handler: Handler
     plugin: str

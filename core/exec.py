@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import os
 
-import attrs
-
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError
 from pysc.core.file import copy_to_fd
+from pysc.core.record import Factory, Record
 from pysc.core.vfs import Dentry, may_access
 
 MAX_INTERP_DEPTH = 4
 ELF_MAGIC = b"\x7fELF"
 
 
-@attrs.define
-class ExecInfo:
+class ExecInfo(Record):
     """What the Sentry resolved for an execve.  ``chain`` lists each file the
     host kernel opens by path, in order (the file named by the call, then
     ``#!`` interpreters), as (path as written, dentry); ``dirfd``, ``flags``
     and ``path`` are the call's, for resolving the first file as the host will."""
     dentry: Dentry
     comm: bytes
-    chain: list = attrs.Factory(list)
+    chain: list = Factory(list)
     dirfd: int = C.AT_FDCWD
     flags: int = 0
     path: bytes = b""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import attrs
+from pysc.core.record import Factory, Record
 
 
 def parse_bool(text: str) -> bool:
@@ -15,8 +15,7 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-@attrs.define
-class Flag:
+class Flag(Record):
     name: str
     type: Callable[[str], Any]
     default: Any
@@ -39,9 +38,8 @@ class FlagError(Exception):
     pass
 
 
-@attrs.define
-class FlagRegistry:
-    flags: dict[str, Flag] = attrs.field(factory=dict)
+class FlagRegistry(Record):
+    flags: dict[str, Flag] = Factory(dict)
 
     def add(self, name: str, type: Callable[[str], Any] = str, default: Any = None, help: str = "",
             choices: tuple[str, ...] | None = None, plugin: str = "pysc") -> None:
@@ -61,8 +59,7 @@ class FlagRegistry:
         return self.flags[name]
 
 
-@attrs.define
-class Config:
+class Config(Record):
     """Flag values for one invocation; attribute access by flag name (dashes become underscores)."""
     values: dict[str, Any]
     registry: "FlagRegistry | None" = None

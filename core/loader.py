@@ -15,11 +15,10 @@ process past that point of no return).
 """
 from __future__ import annotations
 
-import attrs
-
 from pysc.core.abi import consts as C
 from pysc.core.abi import structs as S
 from pysc.core.errors import SyscallError
+from pysc.core.record import Record
 from pysc.core.sigframe import sigframe_size
 
 PAGE = C.PAGE_SIZE
@@ -38,8 +37,7 @@ def page_up(x: int) -> int:
     return (x + PAGE - 1) & ~(PAGE - 1)
 
 
-@attrs.define
-class LoadedImage:
+class LoadedImage(Record):
     """Where exec put things: the registers to start with and what /proc and
     brk need.  ``auxv`` is the (type, value) list as on the stack, AT_NULL
     included, as /proc/PID/auxv shows it."""
@@ -61,8 +59,7 @@ class LoadedImage:
     exec_stack: bool = False
 
 
-@attrs.define
-class _Elf:
+class _Elf(Record):
     """A parsed ELF file: header fields and program headers."""
     file: object
     type: int

@@ -1,17 +1,15 @@
 """Advisory file locks: flock(2) and POSIX/OFD record locks (fcntl)."""
 from __future__ import annotations
 
-import attrs
-
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError, WouldBlock
+from pysc.core.record import Record
 from pysc.core.waitqueue import WaitQueue
 
 END = 1 << 63
 
 
-@attrs.define
-class Lock:
+class Lock(Record):
     owner: object
     start: int
     end: int  # exclusive

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import attrs
-
 from pysc.core.abi import consts as C
+from pysc.core.record import Record
 
 if TYPE_CHECKING:
     from pysc.core.task import Task, ThreadGroup
@@ -32,8 +31,7 @@ def bit(sig: int) -> int:
     return 1 << (sig - 1)
 
 
-@attrs.define
-class SigAction:
+class SigAction(Record):
     """struct k_sigaction"""
     handler: int = C.SIG_DFL
     flags: int = 0
@@ -48,7 +46,7 @@ class SigHand:
         self.actions = actions if actions is not None else [SigAction() for _ in range(C.NSIG + 1)]
 
     def copy(self) -> "SigHand":
-        return SigHand([attrs.evolve(a) for a in self.actions])
+        return SigHand([a.evolve() for a in self.actions])
 
     def reset_for_exec(self) -> None:
         """exec keeps ignored signals ignored and resets handled ones to default."""

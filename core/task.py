@@ -1,12 +1,11 @@
 """Kernel objects for processes: credentials, fs context, thread groups, tasks."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import attrs
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pysc.core.abi import consts as C
 from pysc.core.fdtable import FDTable
+from pysc.core.record import Factory, Record
 from pysc.core.signals import SigHand, SigPending
 from pysc.core.waitqueue import WaitQueue
 
@@ -21,8 +20,7 @@ CAP_LAST = 40
 ALL_CAPS = (1 << (CAP_LAST + 1)) - 1
 
 
-@attrs.define
-class Credentials:
+class Credentials(Record):
     """A task's ids and capabilities (Linux ``struct cred``)."""
     uid: int = 0
     gid: int = 0
@@ -55,11 +53,10 @@ class Credentials:
         return self.has_cap(CAP_DAC_OVERRIDE)
 
     def copy(self) -> "Credentials":
-        return attrs.evolve(self)
+        return self.evolve()
 
 
-@attrs.define(eq=False)
-class FSContext:
+class FSContext(Record, eq=False):
     """cwd, root and umask; shared between tasks cloned with CLONE_FS."""
     root: "Dentry"
     cwd: "Dentry"
@@ -69,11 +66,10 @@ class FSContext:
         return FSContext(self.root, self.cwd, self.umask)
 
 
-@attrs.define(eq=False)
-class Rlimits:
-    limits: dict[int, tuple[int, int]] = attrs.field(factory=dict)
+class Rlimits(Record, eq=False):
+    limits: dict[int, tuple[int, int]] = Factory(dict)
 
-    DEFAULTS = {
+    LINUX: ClassVar[dict[int, tuple[int, int]]] = {  # what Linux gives init
         C.RLIMIT_CPU: (C.RLIM_INFINITY, C.RLIM_INFINITY),
         C.RLIMIT_FSIZE: (C.RLIM_INFINITY, C.RLIM_INFINITY),
         C.RLIMIT_DATA: (C.RLIM_INFINITY, C.RLIM_INFINITY),
@@ -93,7 +89,7 @@ class Rlimits:
     }
 
     def get(self, res: int) -> tuple[int, int]:
-        return self.limits.get(res, self.DEFAULTS[res])
+        return self.limits.get(res, self.LINUX[res])
 
     def set(self, res: int, soft: int, hard: int) -> None:
         self.limits[res] = (soft, hard)

@@ -22,7 +22,6 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
-import attrs
 
 from pysc.core.abi import consts as C
 from pysc.core.abi.structs import Stat
@@ -521,7 +520,7 @@ class GoferInode(Inode):
             if self.fs.exclusive:
                 self._stat = st
             return st
-        return attrs.evolve(st)
+        return st.copy()
 
     def _update(self, wire_stat: tuple | None = None) -> None:
         """The file changed: refresh (or drop) the cached stat."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import time
 import types
+import uuid
 
 import pytest
 
@@ -357,6 +358,9 @@ def test_global_files(sb):
     bid = read(sb, sk + b"random/boot_id")
     assert bid == read(sb, sk + b"random/boot_id") and len(bid) == 37
     assert read(sb, sk + b"random/uuid") != read(sb, sk + b"random/uuid")
+    for text in (bid, read(sb, sk + b"random/uuid")):
+        u = uuid.UUID(text.strip().decode())
+        assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u) == text.strip().decode()
     assert read(sb, b"/proc/sys/vm/overcommit_memory") == b"0\n"
     assert read(sb, b"/proc/sys/fs/nr_open") == b"1048576\n"
     assert read(sb, b"/proc/sys/net/core/somaxconn") == b"4096\n"

@@ -4,9 +4,8 @@ from __future__ import annotations
 import ctypes
 import struct
 
-import attrs
-
 from pysc.core.abi import consts as C
+from pysc.core.record import Record
 
 TIMESPEC = struct.Struct("<qq")
 TIMEVAL = struct.Struct("<qq")
@@ -40,15 +39,15 @@ def cmsg_space(n: int) -> int:
     return CMSGHDR.size + cmsg_align(n)
 
 
-@attrs.define(slots=True)
-class Timespec:
+class Timespec(Record):
     sec: int
     nsec: int
 
 
-@attrs.define(slots=True)
-class Stat:
-    """What every filesystem reports about an inode; packed into stat or statx."""
+class Stat(Record):
+    """What every filesystem reports about an inode; packed into stat or statx.
+    Made on every stat call, so it writes its own ``__init__`` (a third of
+    the generic one's cost)."""
     mode: int
     ino: int = 0
     dev: int = 0
@@ -64,6 +63,14 @@ class Stat:
     ctime_ns: int = 0
     btime_ns: int = 0
     mnt_id: int = 0
+
+    def __init__(self, mode: int, ino: int = 0, dev: int = 0, nlink: int = 1, uid: int = 0, gid: int = 0,
+                 rdev: int = 0, size: int = 0, blksize: int = 4096, blocks: int = 0, atime_ns: int = 0,
+                 mtime_ns: int = 0, ctime_ns: int = 0, btime_ns: int = 0, mnt_id: int = 0):
+        self.mode, self.ino, self.dev, self.nlink, self.uid, self.gid = mode, ino, dev, nlink, uid, gid
+        self.rdev, self.size, self.blksize, self.blocks = rdev, size, blksize, blocks
+        self.atime_ns, self.mtime_ns, self.ctime_ns, self.btime_ns = atime_ns, mtime_ns, ctime_ns, btime_ns
+        self.mnt_id = mnt_id
 
     @classmethod
     def from_host(cls, st, dev: int | None = None) -> "Stat":

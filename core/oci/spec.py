@@ -20,9 +20,8 @@ import os
 import re
 from typing import Any, Iterable
 
-import attrs
-
 from pysc.core.abi import consts as C
+from pysc.core.record import Factory, Record
 
 CONFIG_NAME = "config.json"
 
@@ -93,16 +92,14 @@ def capability_mask(names: Iterable[str]) -> int:
 
 # --- records ------------------------------------------------------------------------
 
-@attrs.define
-class User:
+class User(Record):
     uid: int = 0
     gid: int = 0
     umask: int | None = None          # None: not given (leave the default 0022)
-    additional_gids: list[int] = attrs.field(factory=list)
+    additional_gids: list[int] = Factory(list)
 
 
-@attrs.define
-class Rlimit:
+class Rlimit(Record):
     type: str                          # "RLIMIT_NOFILE"
     soft: int
     hard: int
@@ -112,14 +109,13 @@ class Rlimit:
         return RLIMITS[self.type]
 
 
-@attrs.define
-class Capabilities:
+class Capabilities(Record):
     """Lists of ``CAP_*`` names; ``*_mask`` give the bit masks."""
-    bounding: list[str] = attrs.field(factory=list)
-    effective: list[str] = attrs.field(factory=list)
-    inheritable: list[str] = attrs.field(factory=list)
-    permitted: list[str] = attrs.field(factory=list)
-    ambient: list[str] = attrs.field(factory=list)
+    bounding: list[str] = Factory(list)
+    effective: list[str] = Factory(list)
+    inheritable: list[str] = Factory(list)
+    permitted: list[str] = Factory(list)
+    ambient: list[str] = Factory(list)
 
     @property
     def bounding_mask(self) -> int:
@@ -142,14 +138,13 @@ class Capabilities:
         return capability_mask(self.ambient)
 
 
-@attrs.define
-class Process:
+class Process(Record):
     args: list[str]
     cwd: str = "/"
-    env: list[str] = attrs.field(factory=list)
+    env: list[str] = Factory(list)
     terminal: bool = False
-    user: User = attrs.field(factory=User)
-    rlimits: list[Rlimit] = attrs.field(factory=list)
+    user: User = Factory(User)
+    rlimits: list[Rlimit] = Factory(list)
     no_new_privileges: bool = False
     # None: config.json has no "capabilities" (runc then leaves the process
     # with the full set root has); otherwise exactly the listed sets.
@@ -167,14 +162,12 @@ class Process:
         return out
 
 
-@attrs.define
-class Root:
+class Root(Record):
     path: str                          # absolute, normalised
     readonly: bool = False
 
 
-@attrs.define
-class Mount:
+class Mount(Record):
     """A mount.  ``type`` is normalised to ``"bind"`` when the options hold
     ``bind``/``rbind`` (whatever type the file gave, e.g. ``"none"``);
     a relative bind ``source`` is resolved against the bundle directory.
@@ -183,28 +176,25 @@ class Mount:
     destination: str                   # absolute, normalised
     type: str
     source: str = ""
-    options: list[str] = attrs.field(factory=list)
+    options: list[str] = Factory(list)
     readonly: bool = False
     bind: bool = False
     recursive: bool = False            # rbind
-    extra: list[str] = attrs.field(factory=list)
+    extra: list[str] = Factory(list)
 
 
-@attrs.define
-class Namespace:
+class Namespace(Record):
     type: str                          # one of NAMESPACE_TYPES
     path: str | None = None            # join this namespace instead of creating one
 
 
-@attrs.define
-class IDMapping:
+class IDMapping(Record):
     container_id: int
     host_id: int
     size: int
 
 
-@attrs.define
-class Device:
+class Device(Record):
     path: str
     type: str                          # c, b, u or p
     major: int = 0
@@ -214,18 +204,17 @@ class Device:
     gid: int | None = None
 
 
-@attrs.define
-class Linux:
-    namespaces: list[Namespace] = attrs.field(factory=list)
-    uid_mappings: list[IDMapping] = attrs.field(factory=list)
-    gid_mappings: list[IDMapping] = attrs.field(factory=list)
+class Linux(Record):
+    namespaces: list[Namespace] = Factory(list)
+    uid_mappings: list[IDMapping] = Factory(list)
+    gid_mappings: list[IDMapping] = Factory(list)
     resources: dict[str, Any] | None = None     # raw
     cgroups_path: str = ""
-    sysctl: dict[str, str] = attrs.field(factory=dict)
-    masked_paths: list[str] = attrs.field(factory=list)
-    readonly_paths: list[str] = attrs.field(factory=list)
+    sysctl: dict[str, str] = Factory(dict)
+    masked_paths: list[str] = Factory(list)
+    readonly_paths: list[str] = Factory(list)
     seccomp: dict[str, Any] | None = None       # raw
-    devices: list[Device] = attrs.field(factory=list)
+    devices: list[Device] = Factory(list)
 
     def namespace(self, ns_type: str) -> Namespace | None:
         for ns in self.namespaces:
@@ -234,18 +223,17 @@ class Linux:
         return None
 
 
-@attrs.define
-class Spec:
+class Spec(Record):
     oci_version: str
     process: Process
     root: Root
     hostname: str = ""
     domainname: str = ""
-    mounts: list[Mount] = attrs.field(factory=list)
-    annotations: dict[str, str] = attrs.field(factory=dict)
-    linux: Linux = attrs.field(factory=Linux)
+    mounts: list[Mount] = Factory(list)
+    annotations: dict[str, str] = Factory(dict)
+    linux: Linux = Factory(Linux)
     bundle: str = ""                                   # absolute bundle directory
-    raw: dict[str, Any] = attrs.field(factory=dict, repr=False)   # the parsed JSON
+    raw: dict[str, Any] = Factory(dict)   # the parsed JSON
 
 
 def has_network_namespace(spec: Spec) -> bool:

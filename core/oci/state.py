@@ -7,7 +7,7 @@ import re
 import shutil
 import time
 
-import attrs
+from pysc.core.record import Factory, Record
 
 OCI_VERSION = "1.0.2"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
@@ -17,14 +17,13 @@ class StateError(Exception):
     """A clear message for the user; nothing was changed."""
 
 
-@attrs.define
-class ContainerState:
+class ContainerState(Record):
     id: str
     bundle: str
     pid: int = 0
     status: str = "creating"  # creating, created, running, paused, stopped
     created: str = ""
-    annotations: dict = attrs.field(factory=dict)
+    annotations: dict = Factory(dict)
     exit_status: int | None = None
     rootless: bool = False
 
@@ -90,7 +89,7 @@ def save(root: str, st: ContainerState) -> None:
     path = os.path.join(container_dir(root, st.id), "state.json")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(attrs.asdict(st), f)
+        json.dump(st.asdict(), f)
     os.replace(tmp, path)
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 libc = ctypes.CDLL("libc.so.6", use_errno=True)

@@ -13,16 +13,14 @@ import shutil
 import signal
 import struct
 
-import attrs
-
 from pysc.core.abi import consts as C
+from pysc.core.record import Record
 from pysc.platforms.hostproc import native
 
 HIDDEN_FD = 3  # the app process's end of the fd-passing socket (a host fd the app never sees)
 
 
-@attrs.define
-class Spawned:
+class Spawned(Record):
     holder_pid: int
     init_pid: int
     go_fd: int  # write one byte here to let init install its filter and exec

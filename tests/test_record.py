@@ -1,9 +1,12 @@
-"""The Message base of the gofer and control protocols."""
+"""Record, the base of pysc's data classes, and Message, the protocols' records."""
 from __future__ import annotations
+
+from typing import ClassVar
 
 import pytest
 
 from pysc.core.message import Message
+from pysc.core.record import Factory, Record
 
 
 class Walk(Message):
@@ -60,3 +63,50 @@ def test_subclass_extends_fields():
         b: int = 5
 
     assert Sub.FIELDS == ("a", "b") and Sub(1).b == 5 and Base.FIELDS == ("a",)
+
+
+class Bag(Record):
+    name: str
+    items: list = Factory(list)
+    LIMIT: ClassVar[int] = 3  # not a field
+
+
+class Handle(Record, eq=False):
+    fd: int
+
+
+def test_factory_makes_a_fresh_default_each_time():
+    a, b = Bag("a"), Bag("b")
+    a.items.append(1)
+    assert b.items == [] and a.items == [1]
+    assert Bag.FIELDS == ("name", "items")
+
+
+def test_a_mutable_default_is_refused():
+    with pytest.raises(TypeError, match="Factory"):
+        class Bad(Record):
+            items: list = []
+
+
+def test_eq_false_compares_identity_and_hashes():
+    h = Handle(3)
+    assert h != Handle(3) and h == h
+    assert {h: 1}[h] == 1
+
+
+def test_evolve_copies_and_changes():
+    a = Bag("a", [1])
+    b = a.evolve(name="b")
+    assert (b.name, b.items) == ("b", [1]) and a.name == "a"
+    assert b.items is a.items  # shallow, as attrs.evolve
+    assert a.evolve() == a and a.evolve() is not a
+    with pytest.raises(TypeError, match="unknown field"):
+        a.evolve(bogus=1)
+
+
+def test_an_own_init_keeps_the_rest():
+    from pysc.core.abi.structs import Stat
+    st = Stat(0o100644, ino=5, size=9)
+    assert st.asdict()["size"] == 9 and st.nlink == 1
+    assert st.copy() == st and st.evolve(size=1) != st
+    assert "ino=5" in repr(st)
