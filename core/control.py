@@ -85,32 +85,67 @@ def decode(data: bytes):
 # --- the server, a thread in the sandbox process ---
 class ControlServer:
     """Answers requests with the sandbox's state.  It only reads kernel
-    objects and sends host signals, which is safe beside the tracer thread."""
+    objects and sends host signals, which is safe beside the thread that runs
+    the platform.
 
-    def __init__(self, address: str, sandbox: "Sandbox", on_state: Callable[[str], None]):
-        import zmq
-        self.sandbox = sandbox
+    Its thread imports zmq (about 20 ms) and binds while the sandbox boots:
+    ``start`` it first, ``attach`` the booted sandbox, and ``wait_bound``
+    before telling anyone the socket is there.  Requests that arrive before
+    ``attach`` wait in the socket's queue."""
+
+    def __init__(self, address: str, on_state: Callable[[str], None]):
+        self.address = address
         self.on_state = on_state
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.REP)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(address)
+        self.sandbox: "Sandbox | None" = None
+        self.error: str | None = None
+        self._bound = threading.Event()
+        self._attached = threading.Event()
+        self._lock = threading.Lock()  # orders the making of the context against close()
+        self._closed = False
+        self._ctx = None
         self.thread = threading.Thread(target=self._serve, name="pysc-control", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
-    def _serve(self) -> None:
-        import zmq
-        try:
-            self._loop(zmq)
-        finally:
-            self.sock.close(0)  # only this thread touches the socket
+    def attach(self, sandbox: "Sandbox") -> None:
+        self.sandbox = sandbox
+        self._attached.set()
 
-    def _loop(self, zmq) -> None:
+    def wait_bound(self, timeout: float = 10.0) -> None:
+        if not self._bound.wait(timeout):
+            raise ControlError(f"control socket {self.address}: not bound after {timeout:g} s")
+        if self.error:
+            raise ControlError(self.error)
+
+    def _serve(self) -> None:
+        sock = None
+        try:
+            import zmq
+            with self._lock:
+                if self._closed:
+                    return
+                self._ctx = zmq.Context()
+            sock = self._ctx.socket(zmq.REP)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(self.address)
+        except Exception as e:  # zmq.ZMQError; reported by wait_bound
+            self.error = f"control socket {self.address}: {e}"
+            if sock is not None:
+                sock.close(0)
+            return
+        finally:
+            self._bound.set()
+        try:
+            self._attached.wait()
+            self._loop(zmq, sock)
+        finally:
+            sock.close(0)  # only this thread touches the socket
+
+    def _loop(self, zmq, sock) -> None:
         while True:
             try:
-                data = self.sock.recv()
+                data = sock.recv()
             except zmq.ZMQError:  # ETERM: close() was called
                 return
             try:
@@ -119,7 +154,7 @@ class ControlServer:
                 log.exception("control request failed")
                 reply = Error(str(e))
             try:
-                self.sock.send(encode(reply))
+                sock.send(encode(reply))
             except zmq.ZMQError:
                 return
 
@@ -152,9 +187,15 @@ class ControlServer:
         return Error(f"unknown request {type(msg).__name__}")
 
     def close(self) -> None:
-        """Stop serving: terminating the context makes the thread's recv fail."""
-        self.ctx.term()
-        self.thread.join(5)
+        """Stop serving: terminating the context makes the thread's recv fail.
+        A thread that has not made its context yet ends by itself."""
+        with self._lock:
+            self._closed = True
+            ctx = self._ctx
+        self._attached.set()
+        if ctx is not None:
+            ctx.term()
+            self.thread.join(5)
 
 
 def _cmdline(task) -> str:

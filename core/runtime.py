@@ -122,6 +122,13 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
     from pysc.core.sandbox import SandboxError
     st = S.load(root, cid)
     workdir = S.socket_dir(root, cid)  # the gofer's socket goes there too
+
+    def on_state(status: str) -> None:
+        st.status = status
+        S.save(root, st)
+
+    server = control.ControlServer(S.control_address(root, cid), on_state)
+    server.start()  # binds while the sandbox boots
     try:
         if console_socket:
             _attach_console(console_socket)
@@ -129,18 +136,13 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
         st.pid = os.getpid()
         st.status = "created" if hold else "running"
         S.save(root, st)
-
-        def on_state(status: str) -> None:
-            st.status = status
-            S.save(root, st)
-
-        server = control.ControlServer(S.control_address(root, cid), sb, on_state)
-        server.start()
         execs = control.ExecServer(S.exec_socket(root, cid), sb)
         execs.start()
+        server.attach(sb)
+        server.wait_bound()
     except BaseException as e:  # reported to `pysc create`, which cleans up
         msg = str(e.args[0]) if getattr(e, "args", None) else repr(e)
-        if isinstance(e, (RuntimeError_, SandboxError, OSError)):
+        if isinstance(e, (RuntimeError_, SandboxError, OSError, control.ControlError)):
             log.info("container %s: start failed: %s", cid, msg)
         else:
             log.exception("container %s: start failed", cid)
