@@ -19,7 +19,10 @@ Two kinds of command workload:
   sandbox's start-up cost does not count.
 * ``wall``: the wall-clock time of the whole command, start-up included.
 
-Each cell is the median over ``--repeat`` runs.  A cell that cannot be
+Each cell is the median over ``--repeat`` runs.  The runs are interleaved:
+run i of every column comes before run i+1 of any, so that the machine's
+drift (large on a shared VM) falls on every column alike instead of on
+whichever ran during a slow minute.  A cell that cannot be
 measured (pysc missing, a crash, wrong output, a timeout) shows ``error`` and
 the first line of its stderr is listed under the table; the run goes on.
 
@@ -418,13 +421,30 @@ def parse_ns_per_op(stdout: str) -> Optional[float]:
 UNIT_SCALE = {"us": 1e-3, "ms": 1e-6}  # ns -> unit
 
 
-def measure(w: Workload, runner: Runner, env: Env, repeat: int, timeout: float) -> Cell:
+def measure_columns(w: Workload, columns: list[Runner], env: Env, repeat: int,
+                    timeout: float) -> dict[str, Cell]:
+    """The cells of one workload, one run of each column per round."""
+    cells = {r.column: Cell() for r in columns}
+    for i in range(repeat):
+        for r in columns:
+            cell = cells[r.column]
+            if cell.error:
+                continue
+            one = measure(w, r, env, 1, timeout, warmup=i == 0)
+            cell.samples += one.samples
+            cell.error = one.error
+            cell.notes = one.notes or cell.notes
+    return cells
+
+
+def measure(w: Workload, runner: Runner, env: Env, repeat: int, timeout: float,
+            warmup: bool = True) -> Cell:
     cell = Cell()
     if runner.prefix is None:
         cell.error = runner.unavailable
         return cell
     if w.kind == "container":
-        return measure_container(w, runner, env, repeat, timeout)
+        return measure_container(w, runner, env, repeat, timeout, warmup)
     argv = runner.wrap(w.argv(env))
     for _ in range(repeat):
         try:
@@ -454,7 +474,7 @@ def measure(w: Workload, runner: Runner, env: Env, repeat: int, timeout: float) 
 
 
 def measure_container(w: Workload, runner: Runner, env: Env, repeat: int,
-                      timeout: float) -> Cell:
+                      timeout: float, warmup: bool = True) -> Cell:
     cell = Cell()
     rt = runner.runtime
     if rt is None:
@@ -467,7 +487,7 @@ def measure_container(w: Workload, runner: Runner, env: Env, repeat: int,
         containers.prepare_runtime(rt, env.bundles.state_dir)
     try:
         if w.name == "container_true":
-            samples, error, notes = containers.measure_true(rt, env.bundles, repeat, timeout)
+            samples, error, notes = containers.measure_true(rt, env.bundles, repeat, timeout, warmup)
         else:
             samples, error, notes = containers.measure_memory(
                 rt, env.bundles, repeat, timeout, settle=0.3 if env.quick else 1.0)
@@ -763,16 +783,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         env = prepare(tmpdir, args.quick, workloads, pysc_cmd)
         results: dict[str, dict[str, Cell]] = {}
         for w in workloads:
-            results[w.name] = {}
-            for r in (ctr_runners if w.kind == "container" else runners):
-                print(f"  {w.name:<18} {r.column:<14}", end="", file=sys.stderr, flush=True)
-                t0 = time.perf_counter()
-                cell = measure(w, r, env, args.repeat, args.timeout)
-                results[w.name][r.column] = cell
+            t0 = time.perf_counter()
+            columns = ctr_runners if w.kind == "container" else runners
+            results[w.name] = measure_columns(w, columns, env, args.repeat, args.timeout)
+            print(f"  {w.name:<18} ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+            for r in columns:
+                cell = results[w.name][r.column]
                 status = "error" if cell.error else f"{fmt(cell.median)} {w.unit}"
                 if cell.notes:
                     status += f" [{cell.notes}]"
-                print(f" {status}  ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+                print(f"    {r.column:<14} {status}", file=sys.stderr)
         print(file=sys.stderr)
         pinned = f"; pinned to CPUs {sorted(args.cpus)}" if args.cpus else ""
         print(f"medians of {args.repeat} run(s){pinned}; per-op: time per operation "
