@@ -127,8 +127,6 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
         st.status = status
         S.save(root, st)
 
-    server = control.ControlServer(S.control_address(root, cid), on_state)
-    server.start()  # binds while the sandbox boots
     try:
         if console_socket:
             _attach_console(console_socket)
@@ -136,10 +134,10 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
         st.pid = os.getpid()
         st.status = "created" if hold else "running"
         S.save(root, st)
+        server = control.ControlServer(S.control_socket(root, cid), sb, on_state)
+        server.start()
         execs = control.ExecServer(S.exec_socket(root, cid), sb)
         execs.start()
-        server.attach(sb)
-        server.wait_bound()
     except BaseException as e:  # reported to `pysc create`, which cleans up
         msg = str(e.args[0]) if getattr(e, "args", None) else repr(e)
         if isinstance(e, (RuntimeError_, SandboxError, OSError, control.ControlError)):
@@ -273,7 +271,7 @@ def _running(root: str, cid: str) -> S.ContainerState:
 
 def _request(root: str, cid: str, msg):
     try:
-        return control.request(S.control_address(root, cid), msg)
+        return control.request(S.control_socket(root, cid), msg)
     except control.ControlError as e:
         raise RuntimeError_(f"container {cid}: {e}") from None
 

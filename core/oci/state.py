@@ -56,8 +56,8 @@ def fnv1a_64(data: bytes) -> int:
     return h
 
 
-def control_address(root: str, cid: str) -> str:
-    return "ipc://" + os.path.join(socket_dir(root, cid), "control.sock")
+def control_socket(root: str, cid: str) -> str:
+    return os.path.join(socket_dir(root, cid), "control.sock")
 
 
 def exec_socket(root: str, cid: str) -> str:
