@@ -180,7 +180,7 @@ def platform_classes(pm) -> dict:
 
 def cmd_do(pm, config: Config, args: list[str]) -> int:
     from pysc.core.sandbox import Sandbox, SandboxError
-    from pysc.fsproxy.client import GoferError
+    from pysc.fsproxy.gofer import GoferError
     cwd = None
     while args and args[0].startswith("-"):
         a = args.pop(0)

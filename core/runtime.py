@@ -86,7 +86,7 @@ def _mounts_of(spec):
     return binds, tmpfs
 
 
-def boot_container(config, pm, spec, workdir: str, hold: bool):
+def boot_container(config, pm, spec, workdir: str, hold: bool, donation=None):
     from pysc.core.oci.spec import has_network_namespace, network_namespace_path
     from pysc.core.sandbox import Sandbox
     sb = Sandbox(config, pm, workdir)
@@ -101,7 +101,7 @@ def boot_container(config, pm, spec, workdir: str, hold: bool):
     sb.boot(spec.root.path, [os.fsencode(a) for a in proc.args], env, os.fsencode(proc.cwd or "/"),
             _creds_of(spec), mounts=binds, tmpfs=tmpfs, root_readonly=bool(spec.root.readonly),
             new_net=new_net and not netns_path, netns_path=netns_path, hold=hold,
-            umask=proc.user.umask if proc.user.umask is not None else 0o022)
+            umask=proc.user.umask if proc.user.umask is not None else 0o022, donation=donation)
     for rl in proc.rlimits:
         res, soft, hard, name = rl.number, rl.soft, rl.hard, rl.type
         if res == 7:  # RLIMIT_NOFILE is the Sentry's
@@ -117,7 +117,7 @@ def boot_container(config, pm, spec, workdir: str, hold: bool):
 
 
 def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: bool,
-                  console_socket: str | None) -> int:
+                  console_socket: str | None, donation: socket.socket | None) -> int:
     """In the container's sandbox process: boot, report, serve, record the end."""
     from pysc.core.sandbox import SandboxError
     st = S.load(root, cid)
@@ -130,7 +130,7 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
     try:
         if console_socket:
             _attach_console(console_socket)
-        sb = boot_container(config, pm, spec, workdir, hold)
+        sb = boot_container(config, pm, spec, workdir, hold, donation)
         st.pid = os.getpid()
         st.status = "created" if hold else "running"
         S.save(root, st)
@@ -217,20 +217,39 @@ def create(config, pm, cid: str, bundle: str, pid_file: str | None, console_sock
         S.reserve(root, cid, bundle, spec.annotations or {})
     except S.StateError as e:
         raise RuntimeError_(str(e)) from None
+    donor = recipient = None
+    if config.directfs:
+        # This process donates the mount roots itself while the sandbox boots:
+        # with directfs no gofer process is needed (fsproxy/donation.py).
+        from pysc.core.sandbox import gofer_mounts
+        from pysc.fsproxy import donation
+        mounts = gofer_mounts(config, spec.root.path, _mounts_of(spec)[0])
+        donor, recipient = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             os.close(r)
+            if donor is not None:
+                donor.close()
             if not console_socket:
                 os.setsid()
-            code = _sandbox_main(config, pm, spec, root, cid, w, hold, console_socket)
+            code = _sandbox_main(config, pm, spec, root, cid, w, hold, console_socket, recipient)
         except BaseException:
             log.exception("sandbox process of %s", cid)
         finally:
             os._exit(code)
     os.close(w)
+    donation_error = None
+    if donor is not None:
+        recipient.close()
+        try:
+            donation.donate(donor, mounts)
+        except OSError as e:  # the sandbox sees the socket close and gives up
+            donation_error = f"cannot open a mount: {e.strerror}"
+        finally:
+            donor.close()
     report = b""
     while True:
         chunk = os.read(r, 4096)
@@ -245,7 +264,8 @@ def create(config, pm, cid: str, bundle: str, pid_file: str | None, console_sock
             pass
         os.waitpid(pid, 0)
         S.remove(root, cid)
-        why = report.decode(errors="replace").removeprefix("error: ") or "the sandbox process died"
+        why = donation_error or report.decode(errors="replace").removeprefix("error: ") \
+            or "the sandbox process died"
         raise RuntimeError_(f"container {cid}: {why}")
     if pid_file:
         _write_pid_file(pid_file, pid)

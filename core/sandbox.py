@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import stat as pystat
 
 from pysc.core.abi import consts as C
@@ -39,6 +40,12 @@ def exit_code(wait_status: int) -> int:
     return os.WEXITSTATUS(wait_status)
 
 
+def gofer_mounts(config, root_path: str, binds=()) -> list[tuple[str, bool]]:
+    """The gofer's mounts, in order: [(host path, readonly)].  The root is
+    read-only below the in-memory overlay; ``binds`` as for ``build_vfs``."""
+    return [(root_path, config.overlay2 == "root:memory")] + [(src, ro) for _, src, ro in binds]
+
+
 class Sandbox:
     def __init__(self, config, pm, workdir: str):
         self.config = config
@@ -63,18 +70,28 @@ class Sandbox:
         self.platform = cls(self.kernel, config)
         self.kernel.platform = self.platform
         self.gofer = None
+        self.root_fds: list[int] = []  # one per gofer mount: for directfs, below which the Sentry walks
         self.killed_by: int | None = None  # a signal to pysc that ended the sandbox
 
     # --- filesystems ---
-    def build_vfs(self, root_path: str, binds=(), root_readonly: bool = False) -> None:
+    def build_vfs(self, root_path: str, binds=(), root_readonly: bool = False,
+                  donation: socket.socket | None = None) -> None:
         """The root (the gofer's first mount, below the overlay unless
         --overlay2=none), /proc, /dev, /dev/shm, /sys, then ``binds``:
-        [(destination, host source, readonly)] served by the same gofer."""
-        from pysc.fsproxy.client import start_gofer
+        [(destination, host source, readonly)] served by the same gofer.
+
+        With ``donation`` (directfs only) the mount roots arrive on that
+        socket from whoever started the sandbox (`pysc create`), and no
+        gofer process is started."""
         overlay = self.config.overlay2 == "root:memory"
-        self.gofer = start_gofer([(root_path, overlay)] + [(src, ro) for _, src, ro in binds],
-                                 self.workdir, debug_log_path(self.config, "gofer"),
-                                 debug=bool(self.config.debug), serve=not self.config.directfs)
+        mounts = gofer_mounts(self.config, root_path, binds)
+        if donation is not None:
+            self.root_fds = self._receive_roots(donation, mounts)
+        else:
+            from pysc.fsproxy.gofer import start_gofer
+            self.gofer = start_gofer(mounts, self.workdir, debug_log_path(self.config, "gofer"),
+                                     debug=bool(self.config.debug), serve=not self.config.directfs)
+            self.root_fds = self.gofer.root_fds
         lower = self._gofer_fs(0, root_path, overlay)
         if overlay:
             fs = OverlayFS(lower.root)
@@ -95,11 +112,27 @@ class Sandbox:
             fs = self._gofer_fs(i, src, ro)
             self.mount(os.fsencode(dest), src, fs, "9p", "bind", readonly=ro, create=True)
 
+    def _receive_roots(self, sock: socket.socket, mounts: list[tuple[str, bool]]) -> list[int]:
+        from pysc.fsproxy.donation import recv_donation
+        if not self.config.directfs:
+            raise SandboxError("donated mount roots need --directfs")
+        try:
+            got, fds = recv_donation(sock)
+        except (EOFError, OSError, ValueError) as e:
+            raise SandboxError(f"the mount roots were not donated ({e})") from None
+        finally:
+            sock.close()
+        if [(path, ro) for path, ro, _ in got] != mounts:
+            for fd in fds:
+                os.close(fd)
+            raise SandboxError(f"donated mount roots {got} are not the mounts {mounts}")
+        return fds
+
     def _gofer_fs(self, index: int, source: str, readonly: bool):
         exclusive = self.config.get("file-access") == "exclusive"
         if self.config.directfs:
             from pysc.core.fs.hostfs import HostFS
-            return HostFS(self.gofer.root_fds[index], readonly=readonly, exclusive=exclusive, source=source)
+            return HostFS(self.root_fds[index], readonly=readonly, exclusive=exclusive, source=source)
         return self.gofer.filesystem(index, readonly=readonly, exclusive=exclusive)
 
     def mount(self, path: bytes, source: str, fs, fstype: str, options: str = "rw",
@@ -215,12 +248,13 @@ class Sandbox:
 
     def boot(self, root_path: str, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes,
              creds: Credentials, *, mounts=(), tmpfs=(), root_readonly: bool = False, new_net: bool = False,
-             netns_path: str | None = None, hold: bool = False, umask: int = 0o022) -> None:
+             netns_path: str | None = None, hold: bool = False, umask: int = 0o022,
+             donation: socket.socket | None = None) -> None:
         """Build the sandbox and spawn its init, which waits before exec if ``hold``."""
         self.root_path = root_path
         if self.config.get("pin-cpu") and self.platform.name in ("ptrace", "seccomp"):
             pin_to_one_cpu()
-        self.build_vfs(root_path, mounts, root_readonly)
+        self.build_vfs(root_path, mounts, root_readonly, donation)
         for dest, ro in tmpfs:
             self.mount(os.fsencode(dest), "tmpfs", TmpFS(mode=0o1777), "tmpfs", readonly=ro, create=True)
         vfs = self.kernel.vfs

@@ -1,8 +1,9 @@
 """The gofer: the only process of a sandbox that opens the container's host paths.
 
-It serves the mounts it was started with over a ZeroMQ REP socket (the
-protocol of ``pysc.fsproxy.protocol``) and donates each mount's root fd to
-the Sentry over a unix stream socket (SCM_RIGHTS), for directfs.
+``GoferServer`` serves the mounts it was started with over a ZeroMQ REP
+socket (the protocol of ``pysc.fsproxy.protocol``) and donates each mount's
+root fd to the Sentry (``pysc.fsproxy.donation``).  The process around it,
+its command line and its start are ``pysc.fsproxy.gofer``.
 
 Confinement: a mount root is opened once at start (from the host's root,
 following symlinks, as the runtime resolved it); below it every name is
@@ -16,23 +17,18 @@ same inode, not a path).
 """
 from __future__ import annotations
 
-import argparse
 import ctypes
 import errno as E
-import gc
 import logging
 import os
-import resource
-import signal
 import socket
 import stat as S
 import struct
-import sys
 import traceback
 
-import msgpack
 
 from pysc.fsproxy import protocol as P
+from pysc.fsproxy.donation import root_fd, send_donation
 
 log = logging.getLogger("pysc.gofer")
 
@@ -46,7 +42,6 @@ RESOLVE_IN_ROOT = 0x10
 UTIME_OMIT = (1 << 30) - 2
 SYS_openat2 = 437
 SYS_renameat2 = 316
-PR_SET_PDEATHSIG = 1
 MAX_IO = 16 << 20          # largest single read the gofer answers
 NAME_MAX = 255
 PATH_MAX = 4096
@@ -692,63 +687,12 @@ class GoferServer:
         fds = []
         try:
             for mr in self.mounts:
-                if S.S_ISDIR(mr.stat.st_mode):
-                    fds.append(self._reopen(mr.fd, os.O_RDONLY | os.O_DIRECTORY))
-                else:
-                    fds.append(os.dup(mr.fd))
+                fds.append(root_fd(mr.fd, S.S_ISDIR(mr.stat.st_mode)))
             send_donation(sock, [(mr.path, mr.readonly, S.S_ISDIR(mr.stat.st_mode))
                                  for mr in self.mounts], fds)
         finally:
             for fd in fds:
                 os.close(fd)
-
-
-DONATION_MAGIC = "pysc-gofer-donation"
-FDS_PER_MSG = 200
-
-
-def send_donation(sock: socket.socket, mounts: list, fds: list[int]) -> None:
-    header = msgpack.packb([DONATION_MAGIC, P.PROTOCOL_VERSION, [list(m) for m in mounts]],
-                           use_bin_type=True)
-    sock.sendall(struct.pack("<I", len(header)) + header)
-    for i in range(0, len(fds), FDS_PER_MSG):
-        socket.send_fds(sock, [b"F"], fds[i:i + FDS_PER_MSG])
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("gofer closed the donation socket")
-        buf += chunk
-    return buf
-
-
-def recv_donation(sock: socket.socket) -> tuple[list, list[int]]:
-    """The other end of ``send_donation``: ([(path, readonly, is_dir)...], [fd...])."""
-    (n,) = struct.unpack("<I", _recv_exact(sock, 4))
-    if n > 1 << 24:
-        raise ValueError("bad donation header")
-    magic, version, mounts = msgpack.unpackb(_recv_exact(sock, n), raw=False)
-    if magic != DONATION_MAGIC or version != P.PROTOCOL_VERSION:
-        raise ValueError(f"bad donation header {magic!r} v{version}")
-    fds: list[int] = []
-    try:
-        while len(fds) < len(mounts):
-            msg, got, flags, _addr = socket.recv_fds(sock, 1, FDS_PER_MSG)
-            if not msg and not got:
-                raise EOFError("gofer closed the donation socket")
-            for fd in got:
-                os.set_inheritable(fd, False)
-            fds.extend(got)
-            if flags & socket.MSG_CTRUNC:
-                raise ValueError("donated fds truncated")
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
-    return [tuple(m) for m in mounts], fds
 
 
 # ---------------------------------------------------------------- process
@@ -773,100 +717,3 @@ def _serve_loop(server: GoferServer, sock) -> None:
             log.debug("%.200r -> %.200r", raw, reply)
         sock.send(reply)
     log.info("shutdown")
-
-
-def parse_mount(arg: str) -> tuple[str, bool]:
-    """``/host/dir[:ro|:rw]`` -> (path, readonly)."""
-    path, sep, opt = arg.rpartition(":")
-    if sep and opt in ("ro", "rw") and path:
-        return path, opt == "ro"
-    return arg, False
-
-
-def _set_pdeathsig(ppid: int | None) -> None:
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if ppid is not None and os.getppid() != ppid:
-        os._exit(0)  # the parent died before the prctl took effect
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m pysc.fsproxy",
-                                 description="pysc gofer: serve host directories to a Sentry")
-    ap.add_argument("--zmq", help="ZeroMQ address to bind, e.g. ipc:///run/x/gofer")
-    ap.add_argument("--donate-only", action="store_true",
-                    help="send the mount root fds and exit without serving (directfs needs no more)")
-    ap.add_argument("--donate-sock", metavar="PATH",
-                    help="listen on this unix stream socket path; send the mount root fds to the first client")
-    ap.add_argument("--donate-fd", type=int, metavar="FD",
-                    help="an inherited, connected unix stream socket to send the mount root fds on")
-    ap.add_argument("--mount", action="append", required=True, metavar="HOSTDIR[:ro]",
-                    help="a host directory to serve (repeat; mount order is attach/donation order)")
-    ap.add_argument("--log", metavar="FILE", help="log to this file")
-    ap.add_argument("--debug", action="store_true", help="log every request")
-    ap.add_argument("--ppid", type=int, help="exit at once unless this is our parent")
-    args = ap.parse_args(argv)
-    if not args.zmq and not args.donate_only:
-        ap.error("--zmq is required unless --donate-only")
-    if args.donate_only and args.donate_fd is None and not args.donate_sock:
-        ap.error("--donate-only needs --donate-fd or --donate-sock")
-
-    _set_pdeathsig(args.ppid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the Sentry decides when we stop
-    if args.log:
-        logging.basicConfig(filename=args.log, level=logging.DEBUG if args.debug else logging.INFO,
-                            format="%(asctime)s gofer[%(process)d] %(levelname)s %(message)s",
-                            force=True)  # a forked gofer inherits the parent's handlers
-    os.umask(0)  # the Sentry applies the app's umask itself
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError):
-        pass
-
-    donate_sock = None
-    try:
-        server = GoferServer([parse_mount(m) for m in args.mount])
-        if not args.donate_only:
-            import zmq
-            ctx = zmq.Context.instance()
-            zsock = ctx.socket(zmq.REP)
-            zsock.setsockopt(zmq.LINGER, 1000)
-            zsock.bind(args.zmq)
-        if args.donate_fd is not None:
-            donate_sock = socket.socket(fileno=args.donate_fd)
-            server.donate(donate_sock)
-        elif args.donate_sock:
-            lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                os.unlink(args.donate_sock)
-            except FileNotFoundError:
-                pass
-            lsock.bind(args.donate_sock)
-            lsock.listen(1)
-            donate_sock, _ = lsock.accept()
-            lsock.close()
-            server.donate(donate_sock)
-    except Exception as e:
-        msg = f"gofer: cannot start: {e}"
-        print(msg, file=sys.stderr, flush=True)
-        log.error("%s", msg)
-        return 2
-    if args.donate_only:
-        log.info("gofer: donated the roots of %s; done", [m.path for m in server.mounts])
-        server.close_all()
-        return 0
-    log.info("gofer up: zmq %s, mounts %s", args.zmq,
-             [(m.path, "ro" if m.readonly else "rw") for m in server.mounts])
-    gc.enable()  # a gofer forked by `pysc` inherits it turned off for start-up
-    try:
-        _serve_loop(server, zsock)
-    finally:
-        zsock.close(linger=1000)
-        if args.zmq.startswith("ipc://"):
-            try:
-                os.unlink(args.zmq[len("ipc://"):])
-            except OSError:
-                pass
-        server.close_all()
-    # donate_sock stays open until we exit: its EOF tells the Sentry we are gone.
-    return 0

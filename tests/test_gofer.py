@@ -19,8 +19,9 @@ from pysc.core.errors import SyscallError
 from pysc.core.task import Credentials
 from pysc.fsproxy import client as gclient
 from pysc.fsproxy import protocol as P
-from pysc.fsproxy.client import GoferClient, GoferError, GoferFS, GoferInode, start_gofer
-from pysc.fsproxy.server import recv_donation
+from pysc.fsproxy.client import GoferClient, GoferFS, GoferInode
+from pysc.fsproxy.donation import recv_donation
+from pysc.fsproxy.gofer import GoferError, start_gofer
 
 ROOT_CREDS = Credentials.for_ids(0, 0)
 
@@ -597,7 +598,7 @@ def test_start_failure_is_reported(tree):
 
 
 def test_gofer_dies_with_its_parent(tree):
-    code = ("import sys, os; from pysc.fsproxy.client import start_gofer; "
+    code = ("import sys, os; from pysc.fsproxy.gofer import start_gofer; "
             f"g = start_gofer([({str(tree / 'ro')!r}, True)], {str(tree / 'w')!r}, None); "
             "print(g.pid, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=20, check=True)

@@ -8,6 +8,7 @@ privileges, and the seccomp filter, in that order.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -181,7 +182,6 @@ def _init(root: str, filter_prog: list, filter_flags: int, hidden_sock: int | No
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
         native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)  # after the id change, which clears it
-        import fcntl
         hidden = fcntl.fcntl(hidden_sock, fcntl.F_DUPFD, 1000) if hidden_sock is not None else None
         go = fcntl.fcntl(go_r, fcntl.F_DUPFD_CLOEXEC, 1000)
         for fd in (0, 1, 2):
@@ -228,7 +228,6 @@ def enter_netns_of(pid: int) -> None:
 
 def loopback_up() -> None:
     """Bring up ``lo`` in the calling thread's network namespace."""
-    import fcntl
     import socket
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
