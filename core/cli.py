@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import sys
 import shutil
 
@@ -269,6 +270,8 @@ def _main(argv: list[str]) -> int:
         return e.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pysc state ID | head -1`: the reader left; as a shell tool does
+        return 128 + signal.SIGPIPE
 
 
 def run() -> None:

@@ -230,12 +230,20 @@ def request(path: str, msg, timeout: float = REQUEST_TIMEOUT):
 
 
 # --- exec: a unix socket, because the caller's stdio travels as fds ---
+MAX_DONATED_ROOTS = 64
+
+
 class ExecServer:
-    """Starts processes in the running sandbox for `pysc exec`.
+    """Starts processes in the running sandbox for `pysc exec`, and the init
+    of a container that joins the sandbox (a pod's container).
 
     A request is one msgpack map {args, env, cwd, uid, gid, groups} with the
-    caller's stdin, stdout and stderr as SCM_RIGHTS; the reply is {"pid": host
-    pid} or {"error": message}, and later {"exit": code} when the process ends."""
+    caller's stdin, stdout and stderr as SCM_RIGHTS; ``container`` names the
+    joined container whose mount tree to use, and ``new_container``
+    ({root_path, readonly, binds, tmpfs}) makes it first, from the mount root
+    fds that follow the stdio.  The reply is {"pid": host pid, "vpid":
+    sandbox pid} or {"error": message}, and later {"exit": code} when the
+    process ends."""
 
     def __init__(self, path: str, sandbox: "Sandbox"):
         self.sandbox = sandbox
@@ -260,26 +268,40 @@ class ExecServer:
         import time
         from pysc.core.task import Credentials
         with conn:
+            fds: list[int] = []
             try:
-                data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+                data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3 + MAX_DONATED_ROOTS)
                 req = msgpack.unpackb(data)
                 creds = Credentials.for_ids(req["uid"], req["gid"], tuple(req.get("groups", ())))
                 env = {k.encode(): v.encode() for k, v in req["env"].items()}
                 argv = [a.encode() for a in req["args"]]
+                container = req.get("container")
+                new = req.get("new_container")
+                if len(fds) < 3 or (len(fds) > 3 and not new):
+                    raise ValueError(f"{len(fds)} fds")
             except Exception as e:
+                for fd in fds:
+                    os.close(fd)
                 conn.sendall(msgpack.packb({"error": f"bad exec request: {e}"}))
                 return
             result: dict = {}
             done = threading.Event()
+            stdio, roots = fds[:3], fds[3:]
 
             def spawn() -> None:  # on the tracer thread
                 try:
+                    if new:
+                        self.sandbox.add_container(container, new["root_path"],
+                                                   [tuple(b) for b in new["binds"]],
+                                                   [tuple(t) for t in new["tmpfs"]], new["readonly"], roots)
                     result["pid"], result["tg"] = self.sandbox.spawn_exec(
-                        argv, env, req["cwd"].encode(), creds, fds)
+                        argv, env, req["cwd"].encode(), creds, stdio, container)
                 except Exception as e:
                     result["error"] = str(e.args[0]) if e.args else repr(e)
+                    kept = roots if new and container in self.sandbox.containers else []
                     for fd in fds:
-                        os.close(fd)
+                        if fd not in kept:  # the container's mount tree owns its roots
+                            os.close(fd)
                 done.set()
 
             self.sandbox.platform.call_soon(spawn)

@@ -73,7 +73,7 @@ def resolve_image(t, d: Dentry, path: bytes, argv_ptrs: list) -> tuple[Dentry, l
         rest = (argv[1:] if argv is not None else argv_ptrs[1:])
         argv = [interp] + ([arg] if arg is not None else []) + [path] + rest
         path = interp
-        d = t.kernel.vfs.walk(t, t.fs.cwd, interp, True)
+        d = t.vfs.walk(t, t.fs.cwd, interp, True)
     raise SyscallError(C.ELOOP)
 
 

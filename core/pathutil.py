@@ -49,7 +49,7 @@ def resolve(t: "Task", dirfd: int, path: bytes, follow: bool = True, empty_path:
         if resolve_flags & C.RESOLVE_IN_ROOT:
             root = at_dentry(t, dirfd)
             start = root
-    return t.kernel.vfs.walk(t, start, path, follow, root=root, resolve=resolve_flags)
+    return t.vfs.walk(t, start, path, follow, root=root, resolve=resolve_flags)
 
 
 def resolve_at(t: "Task", dirfd: int, path_addr: int, flags: int = 0, follow_default: bool = True
@@ -67,7 +67,7 @@ def resolve_at(t: "Task", dirfd: int, path_addr: int, flags: int = 0, follow_def
 def parent_of(t: "Task", dirfd: int, path: bytes) -> tuple[Dentry, bytes]:
     """(parent directory, last name) for calls that create or remove a name."""
     start = at_dentry(t, dirfd) if not path.startswith(b"/") else t.fs.root
-    return t.kernel.vfs.walk_parent(t, start, path)
+    return t.vfs.walk_parent(t, start, path)
 
 
 class _AnonMount:

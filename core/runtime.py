@@ -213,6 +213,9 @@ def create(config, pm, cid: str, bundle: str, pid_file: str | None, console_sock
         raise RuntimeError_("config.json: process: missing")
     apply_flag_annotations(config, spec.annotations)
     root = state_dir(config)
+    pod = pod_sandbox_id(spec.annotations or {})
+    if pod is not None and pod != cid:
+        return _create_in_pod(config, spec, root, cid, bundle, pod, pid_file, console_socket)
     try:
         S.reserve(root, cid, bundle, spec.annotations or {})
     except S.StateError as e:
@@ -270,6 +273,165 @@ def create(config, pm, cid: str, bundle: str, pid_file: str | None, console_sock
     if pid_file:
         _write_pid_file(pid_file, pid)
     return 0
+
+
+# --- containers of a pod: one sandbox, the pod's, for all of them ---
+#: the annotations containerd's CRI plugin and CRI-O put in config.json
+POD_ANNOTATIONS = (("io.kubernetes.cri.container-type", "io.kubernetes.cri.sandbox-id"),
+                   ("io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID"))
+
+
+def pod_sandbox_id(annotations: dict) -> str | None:
+    """The id of the pod sandbox a container joins, or None: the pod's
+    sandbox (pause) container, and a container outside any pod, get a
+    sandbox of their own."""
+    for kind_key, id_key in POD_ANNOTATIONS:
+        if annotations.get(kind_key) == "container" and annotations.get(id_key):
+            return annotations[id_key]
+    return None
+
+
+def _create_in_pod(config, spec, root: str, cid: str, bundle: str, pod: str, pid_file: str | None,
+                   console_socket: str | None) -> int:
+    """`create` of a container that joins pod sandbox ``pod``: no sandbox of
+    its own.  A waiter process stands for it (its pid is the container's, as
+    the runc shim expects): at `start` it donates the container's mount roots
+    to the pod's sandbox, which gives it its own mount tree and starts its
+    init there; the waiter then lives as long as that init and exits with
+    its status."""
+    if not config.directfs:
+        raise RuntimeError_(f"container {cid}: joining pod sandbox {pod} needs --directfs")
+    try:
+        host = S.load(root, pod)
+    except S.StateError:
+        raise RuntimeError_(f"container {cid}: pod sandbox {pod} does not exist") from None
+    if host.sandbox or host.status not in ("created", "running"):
+        raise RuntimeError_(f"container {cid}: pod sandbox {pod} is not a running sandbox")
+    try:
+        st = S.reserve(root, cid, bundle, spec.annotations or {})
+    except S.StateError as e:
+        raise RuntimeError_(str(e)) from None
+    st.sandbox = pod
+    fifo = S.start_fifo(root, cid)
+    os.mkfifo(fifo, 0o600)
+    master = slave = None
+    if console_socket:
+        master, slave = os.openpty()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as cs:
+                cs.connect(console_socket)
+                socket.send_fds(cs, [b"/dev/ptmx"], [master])
+        except OSError as e:
+            S.remove(root, cid)
+            raise RuntimeError_(f"console socket {console_socket}: {e.strerror}") from None
+        finally:
+            os.close(master)
+    proc = spec.process
+    binds, tmpfs = _mounts_of(spec)
+    req = {"args": list(proc.args), "env": proc.env_dict(), "cwd": proc.cwd or "/",
+           "uid": proc.user.uid, "gid": proc.user.gid, "groups": list(proc.user.additional_gids),
+           "container": cid,
+           "new_container": {"root_path": spec.root.path, "readonly": bool(spec.root.readonly),
+                             "binds": [list(b) for b in binds], "tmpfs": [list(t) for t in tmpfs]}}
+    from pysc.core.sandbox import gofer_mounts
+    mounts = gofer_mounts(config, spec.root.path, binds)
+    waiter = os.fork()
+    if waiter == 0:
+        code = 137
+        try:
+            os.setsid()
+            if slave is not None:
+                for fd in (0, 1, 2):
+                    os.dup2(slave, fd)
+            code = _pod_container_waiter(root, st, fifo, req, mounts)
+        except BaseException:
+            log.exception("waiter of container %s", cid)
+        finally:
+            os._exit(code)
+    if slave is not None:
+        os.close(slave)
+    st.pid, st.status = waiter, "created"
+    S.save(root, st)
+    if pid_file:
+        _write_pid_file(pid_file, waiter)
+    return 0
+
+
+def _pod_container_waiter(root: str, st: S.ContainerState, fifo: str, req: dict, mounts) -> int:
+    """In the waiter of a pod's container: wait for `start`, have the pod's
+    sandbox start the container, return its exit status."""
+    import msgpack
+    from pysc.fsproxy.donation import open_roots
+    st.pid = os.getpid()  # this copy of the state was made before the fork told its pid
+    with open(fifo, "rb") as f:  # blocks until `pysc start` opens it
+        if f.read(1) != b"g":
+            return 137
+
+    def fail(why: str) -> int:
+        st.status, st.error, st.exit_status = "stopped", why, 127
+        S.save(root, st)
+        return 127
+
+    try:
+        _, roots = open_roots(mounts)
+    except OSError as e:
+        return fail(f"cannot open a mount: {e.strerror}")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(S.exec_socket(root, st.sandbox))
+        socket.send_fds(conn, [msgpack.packb(req)], [0, 1, 2] + roots)
+    except OSError as e:
+        return fail(f"cannot reach pod sandbox {st.sandbox} ({e.strerror})")
+    finally:
+        for fd in roots:
+            os.close(fd)
+    unpacker = msgpack.Unpacker()
+    reply = _next_message(conn, unpacker)
+    if reply is None or "error" in reply:
+        return fail(reply["error"] if reply else f"pod sandbox {st.sandbox} closed the connection")
+    st.status, st.vpid = "running", reply.get("vpid", 0)
+    S.save(root, st)
+    msg = _next_message(conn, unpacker)
+    code = msg.get("exit", 137) if msg else 137
+    st.status, st.exit_status = "stopped", code
+    try:
+        S.save(root, st)
+    except OSError:
+        pass  # deleted meanwhile
+    return code
+
+
+def _start_in_pod(root: str, st: S.ContainerState) -> None:
+    try:
+        fd = os.open(S.start_fifo(root, st.id), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        raise RuntimeError_(f"container {st.id}: its waiter is gone") from None
+    try:
+        os.write(fd, b"g")
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 30
+    while True:
+        cur = S.load(root, st.id)
+        if cur.status != "created":
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError_(f"container {st.id}: pod sandbox {st.sandbox} did not start it in 30 s")
+        time.sleep(STATE_POLL)
+    if cur.error:
+        raise RuntimeError_(f"container {st.id}: {cur.error}")
+
+
+def _signal_in_pod(root: str, st: S.ContainerState, sig: int) -> None:
+    """Signal a pod's container: its init in the pod's sandbox once started,
+    else its waiter (which ends it)."""
+    if st.vpid:
+        try:
+            _request(root, st.sandbox, control.Kill(sig, False, st.vpid))
+            return
+        except RuntimeError_:
+            pass  # the pod's sandbox is gone: so is the container
+    _forward(st.pid, sig)
 
 
 def _write_pid_file(path: str, pid: int) -> None:
@@ -333,7 +495,10 @@ def cmd_start(config, pm, argv):
     st = _running(state_dir(config), a.id)
     if st.status != "created":
         raise RuntimeError_(f"container {a.id} is {st.status}, not created")
-    _request(state_dir(config), a.id, control.Start())
+    if st.sandbox:
+        _start_in_pod(state_dir(config), st)
+    else:
+        _request(state_dir(config), a.id, control.Start())
     return 0
 
 
@@ -400,8 +565,11 @@ def cmd_kill(config, pm, argv):
                 return 0  # as runc: nothing left to signal
         except S.StateError as e:
             raise RuntimeError_(str(e)) from None
-    _running(root, a.id)
-    _request(root, a.id, control.Kill(sig, a.all))
+    st = _running(root, a.id)
+    if st.sandbox:
+        _signal_in_pod(root, st, sig)
+    else:
+        _request(root, a.id, control.Kill(sig, a.all))
     return 0
 
 
@@ -422,6 +590,8 @@ def cmd_delete(config, pm, argv):
         raise RuntimeError_(f"cannot delete container {a.id} that is not stopped: {st.status} "
                             "(use --force)")
     if st.status != "stopped":
+        if st.sandbox:
+            _signal_in_pod(root, st, signal.SIGKILL)
         _forward(st.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while S.pid_alive(st.pid) and time.monotonic() < deadline:
@@ -468,8 +638,8 @@ def cmd_ps(config, pm, argv):
     p.add_argument("ps_args", nargs="*")
     a = p.parse_args(argv)
     root = state_dir(config)
-    _running(root, a.id)
-    procs = _request(root, a.id, control.Ps()).processes
+    st = _running(root, a.id)
+    procs = _request(root, st.sandbox or a.id, control.Ps()).processes
     if a.format == "json":
         print(json.dumps([pr[0] for pr in procs]))
     else:
@@ -488,8 +658,8 @@ def cmd_events(config, pm, argv):
     root = state_dir(config)
     interval = _duration(a.interval)
     while True:
-        _running(root, a.id)
-        stats = _request(root, a.id, control.Stats()).stats
+        st = _running(root, a.id)
+        stats = _request(root, st.sandbox or a.id, control.Stats()).stats
         print(json.dumps({"type": "stats", "id": a.id, "data": stats}), flush=True)
         if a.stats:
             return 0
@@ -512,6 +682,9 @@ def _pause_resume(config, argv, cmd, msg, want):
     a = p.parse_args(argv)
     root = state_dir(config)
     st = _running(root, a.id)
+    if st.sandbox:
+        raise RuntimeError_(f"container {a.id} shares the sandbox of pod container {st.sandbox}: "
+                            f"{cmd} that one (it holds every container of the pod)")
     if st.status not in want:
         raise RuntimeError_(f"container {a.id} is {st.status}")
     _request(root, a.id, msg)
@@ -619,6 +792,8 @@ def cmd_exec(config, pm, argv):
     groups = list(proc.user.additional_gids) + [int(x) for x in a.additional_gids]
     req = {"args": args, "env": env, "cwd": a.cwd or proc.cwd or "/", "uid": uid, "gid": gid,
            "groups": groups}
+    if st.sandbox:  # a pod's container: its mount tree in the pod's sandbox
+        req["container"] = a.id
     stdio = [0, 1, 2]
     pty_slave = None
     if a.console_socket or a.tty or (a.process and proc.terminal):
@@ -636,7 +811,7 @@ def cmd_exec(config, pm, argv):
         stdio = [pty_slave] * 3
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        conn.connect(S.exec_socket(root, a.id))
+        conn.connect(S.exec_socket(root, st.sandbox or a.id))
         socket.send_fds(conn, [msgpack.packb(req)], stdio)
     except OSError as e:
         raise RuntimeError_(f"container {a.id}: cannot reach the sandbox ({e.strerror})") from None
@@ -665,7 +840,7 @@ def cmd_exec(config, pm, argv):
 
         def forward(sig, _):
             try:
-                _request(root, a.id, control.Kill(sig, False, vpid))
+                _request(root, st.sandbox or a.id, control.Kill(sig, False, vpid))
             except RuntimeError_:
                 pass
     else:

@@ -71,6 +71,7 @@ class Sandbox:
         self.kernel.platform = self.platform
         self.gofer = None
         self.root_fds: list[int] = []  # one per gofer mount: for directfs, below which the Sentry walks
+        self.containers: dict[str, tuple[VFS, str]] = {}  # joined containers: mount tree, host root
         self.killed_by: int | None = None  # a signal to pysc that ended the sandbox
 
     # --- filesystems ---
@@ -83,7 +84,6 @@ class Sandbox:
         With ``donation`` (directfs only) the mount roots arrive on that
         socket from whoever started the sandbox (`pysc create`), and no
         gofer process is started."""
-        overlay = self.config.overlay2 == "root:memory"
         mounts = gofer_mounts(self.config, root_path, binds)
         if donation is not None:
             self.root_fds = self._receive_roots(donation, mounts)
@@ -92,7 +92,15 @@ class Sandbox:
             self.gofer = start_gofer(mounts, self.workdir, debug_log_path(self.config, "gofer"),
                                      debug=bool(self.config.debug), serve=not self.config.directfs)
             self.root_fds = self.gofer.root_fds
-        lower = self._gofer_fs(0, root_path, overlay)
+        self.kernel.vfs = self._make_tree(root_path, binds, root_readonly, self._gofer_fs)
+
+    def _make_tree(self, root_path: str, binds, root_readonly: bool, fs_of) -> VFS:
+        """A container's mount tree: its root (below the in-memory overlay
+        unless --overlay2=none), /proc, /dev, /dev/shm, /sys, then ``binds``.
+        ``fs_of(index, source, readonly)`` gives the filesystem of gofer mount
+        ``index``."""
+        overlay = self.config.overlay2 == "root:memory"
+        lower = fs_of(0, root_path, overlay)
         if overlay:
             fs = OverlayFS(lower.root)
             root = Mount(fs, fs.root, b"/", "none", "overlay", "rw", readonly=root_readonly)
@@ -100,17 +108,17 @@ class Sandbox:
             fs = lower
             root = Mount(fs, fs.root, b"/", root_path, "9p", "rw", readonly=root_readonly)
         vfs = VFS(root)
-        self.kernel.vfs = vfs
         fstypes = {}
         for result in self.pm.hook.pysc_filesystems():
             fstypes.update(result)
-        self.mount(b"/proc", "proc", fstypes["proc"](self.kernel), "proc")
-        self.mount(b"/dev", "devfs", fstypes["devfs"](self.kernel), "tmpfs", "mode=755")
-        self.mount(b"/dev/shm", "tmpfs", TmpFS(mode=0o1777), "tmpfs", "mode=1777")
-        self.mount(b"/sys", "sysfs", fstypes["sysfs"](self.kernel), "sysfs", readonly=True)
+        self.mount(b"/proc", "proc", fstypes["proc"](self.kernel), "proc", vfs=vfs)
+        self.mount(b"/dev", "devfs", fstypes["devfs"](self.kernel), "tmpfs", "mode=755", vfs=vfs)
+        self.mount(b"/dev/shm", "tmpfs", TmpFS(mode=0o1777), "tmpfs", "mode=1777", vfs=vfs)
+        self.mount(b"/sys", "sysfs", fstypes["sysfs"](self.kernel), "sysfs", readonly=True, vfs=vfs)
         for i, (dest, src, ro) in enumerate(binds, start=1):
-            fs = self._gofer_fs(i, src, ro)
-            self.mount(os.fsencode(dest), src, fs, "9p", "bind", readonly=ro, create=True)
+            self.mount(os.fsencode(dest), src, fs_of(i, src, ro), "9p", "bind", readonly=ro, create=True,
+                       vfs=vfs)
+        return vfs
 
     def _receive_roots(self, sock: socket.socket, mounts: list[tuple[str, bool]]) -> list[int]:
         from pysc.fsproxy.donation import recv_donation
@@ -136,7 +144,7 @@ class Sandbox:
         return self.gofer.filesystem(index, readonly=readonly, exclusive=exclusive)
 
     def mount(self, path: bytes, source: str, fs, fstype: str, options: str = "rw",
-              readonly: bool = False, create: bool = False) -> None:
+              readonly: bool = False, create: bool = False, vfs: VFS | None = None) -> None:
         """Mount ``fs`` at ``path``, resolved inside the sandbox (a symlink on
         the way leads to a place in the sandbox, never on the host); with
         ``create``, missing directories are made (in the overlay, not the host)."""
@@ -144,24 +152,23 @@ class Sandbox:
             fs, root = fs
         else:
             root = fs.root
-        vfs = self.kernel.vfs
+        vfs = vfs or self.kernel.vfs
         try:
             d = vfs.walk(None, vfs.root, path)
         except SyscallError:
             if not create:
                 log.warning("cannot mount %s at %s: no such directory", fstype, path.decode())
                 return
-            d = self._make_dirs(path)
+            d = self._make_dirs(vfs, path)
         if not d.inode.is_dir() and root.is_dir():
             raise SandboxError(f"cannot mount {source} at {path.decode()}: not a directory")
         where = d.path()
         vfs.mount(where, Mount(fs, root, where, source, fstype, options, readonly))
 
-    def _make_dirs(self, path: bytes, depth: int = 0):
-        """mkdir -p inside the sandbox's tree, following symlinks there."""
+    def _make_dirs(self, vfs: VFS, path: bytes, depth: int = 0):
+        """mkdir -p inside a container's tree, following symlinks there."""
         if depth > 40:
             raise SandboxError(f"cannot create mount point {path.decode()}: too many symlinks")
-        vfs = self.kernel.vfs
         d = vfs.root
         creds = Credentials.for_ids(0, 0)
         for name in [p for p in path.split(b"/") if p]:
@@ -179,7 +186,7 @@ class Sandbox:
             if link is not None and link.inode.is_symlink():  # dangling: make its target
                 target = link.inode.readlink()
                 base = b"" if target.startswith(b"/") else d.path().rstrip(b"/") + b"/"
-                d = self._make_dirs(base + target, depth + 1)
+                d = self._make_dirs(vfs, base + target, depth + 1)
                 continue
             try:
                 d.inode.mkdir(name, 0o755, creds)
@@ -191,8 +198,8 @@ class Sandbox:
         return d
 
     # --- the first process ---
-    def find_command(self, name: bytes, path_env: bytes, cwd) -> bytes:
-        vfs = self.kernel.vfs
+    def find_command(self, name: bytes, path_env: bytes, cwd, vfs: VFS | None = None) -> bytes:
+        vfs = vfs or self.kernel.vfs
         candidates = [name] if b"/" in name else [
             (d or b".") + b"/" + name for d in path_env.split(b":")]
         found_noexec = None
@@ -283,17 +290,45 @@ class Sandbox:
     def release(self) -> None:
         self.platform.release()
 
+    # --- containers that join this sandbox (the containers of a pod) ---
+    def add_container(self, cid: str, root_path: str, binds, tmpfs, root_readonly: bool,
+                      fds: list[int]) -> None:
+        """Give container ``cid`` of the pod its own mount tree, over the mount
+        roots its `pysc create` donated (``fds``: the root, then ``binds``).
+        It shares everything else with the sandbox: kernel, pids, network,
+        hostname.  Runs on the tracer thread."""
+        if not self.config.directfs:
+            raise SandboxError("a container joins a pod sandbox only with --directfs")
+        if cid in self.containers:
+            raise SandboxError(f"container {cid} is in this sandbox already")
+        if len(fds) != 1 + len(binds):
+            raise SandboxError(f"container {cid}: {len(fds)} mount roots for {1 + len(binds)} mounts")
+        from pysc.core.fs.hostfs import HostFS
+        exclusive = self.config.get("file-access") == "exclusive"
+
+        def fs_of(index: int, source: str, readonly: bool):
+            return HostFS(fds[index], readonly=readonly, exclusive=exclusive, source=source)
+
+        vfs = self._make_tree(root_path, binds, root_readonly, fs_of)
+        for dest, ro in tmpfs:
+            self.mount(os.fsencode(dest), "tmpfs", TmpFS(mode=0o1777), "tmpfs", readonly=ro, create=True,
+                       vfs=vfs)
+        self.containers[cid] = (vfs, root_path)
+
     def spawn_exec(self, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, creds: Credentials,
-                   stdio: list[int]):
-        """Start another process in the running sandbox (`pysc exec`), with the
-        caller's host fds as its stdio.  Runs on the tracer thread; returns
-        (host pid, ThreadGroup)."""
-        vfs = self.kernel.vfs
+                   stdio: list[int], container: str | None = None):
+        """Start another process in the running sandbox (`pysc exec`, or the
+        init of a container that joined it), with the caller's host fds as its
+        stdio, in ``container``'s mount tree (default: the sandbox's own).
+        Runs on the tracer thread; returns (host pid, ThreadGroup)."""
+        if container is not None and container not in self.containers:
+            raise SandboxError(f"no container {container} in this sandbox")
+        vfs, root_path = self.containers[container] if container else (self.kernel.vfs, self.root_path)
         try:
             cwd_d = vfs.walk(None, vfs.root, cwd)
         except SyscallError:
             raise SandboxError(f"exec: cwd {cwd.decode(errors='replace')}: no such directory") from None
-        path = self.find_command(argv[0], env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin"), cwd_d)
+        path = self.find_command(argv[0], env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin"), cwd_d, vfs)
         fdt = FDTable()
         for i, hostfd in enumerate(stdio[:3]):
             flags = C.O_RDWR if os.isatty(hostfd) else (C.O_RDONLY if i == 0 else C.O_WRONLY)
@@ -306,7 +341,7 @@ class Sandbox:
             ctx.task = task
             made.append(task)
 
-        hostpid = self.platform.spawn_process(self.root_path, path, argv, env, make_task)
+        hostpid = self.platform.spawn_process(root_path, path, argv, env, make_task)
         return hostpid, made[0].tg
 
     def serve(self) -> int:

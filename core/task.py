@@ -11,7 +11,7 @@ from pysc.core.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
     from pysc.core.kernel import Kernel
-    from pysc.core.vfs import Dentry
+    from pysc.core.vfs import VFS, Dentry
 
 CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 0, 1, 2, 3
 CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
@@ -177,6 +177,11 @@ class Task:
     @property
     def pid(self) -> int:
         return self.tg.pid
+
+    @property
+    def vfs(self) -> "VFS":
+        """The mount tree (namespace) the task's paths resolve in: its container's."""
+        return self.fs.root.mount.vfs
 
     def __repr__(self) -> str:
         return f"Task(tid={self.tid}, pid={self.tg.pid})"

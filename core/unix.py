@@ -502,7 +502,7 @@ class UnixSocket(SocketFile):
 
     def _bind_path(self, t, path: bytes) -> None:
         from pysc.core.vfs import may_access
-        vfs = t.kernel.vfs
+        vfs = t.vfs
         parent, last = vfs.walk_parent(t, _start_dentry(t), path)
         if last in (b".", b"..") or path.endswith(b"/"):
             raise SyscallError(C.EADDRINUSE if last in (b".", b"..") else C.EINVAL)
@@ -536,7 +536,7 @@ class UnixSocket(SocketFile):
                 raise SyscallError(C.ECONNREFUSED)
             return other
         from pysc.core.vfs import may_access
-        dentry = t.kernel.vfs.walk(t, _start_dentry(t), name)
+        dentry = t.vfs.walk(t, _start_dentry(t), name)
         inode = dentry.inode
         st = inode.stat()
         if st.mode & C.S_IFMT != C.S_IFSOCK:

@@ -132,6 +132,7 @@ class Mount:
         self.fstype = fstype
         self.readonly = readonly
         self.options = ("ro" if readonly else "rw") + ("," + options if options and options != "rw" else "")
+        self.vfs: "VFS | None" = None  # the mount tree (namespace) it is attached in
 
 
 class Dentry:
@@ -184,9 +185,12 @@ def may_access(creds: "Credentials", st: Stat, mask: int) -> bool:
 
 
 class VFS:
-    """The sandbox's mount tree and path resolution."""
+    """A mount tree and path resolution: a mount namespace.  The sandbox's
+    first container has one; each container that joins a pod sandbox gets
+    its own.  A task's is ``task.vfs``."""
 
     def __init__(self, root_mount: Mount):
+        root_mount.vfs = self
         self.mounts: dict[bytes, Mount] = {b"/": root_mount}
         self.root = Dentry(b"/", None, root_mount.root, root_mount)
 
@@ -194,6 +198,7 @@ class VFS:
     def mount(self, path: bytes, mount: Mount) -> None:
         """Attach ``mount`` at the absolute, canonical ``path`` (an existing directory)."""
         mount.mountpoint = path
+        mount.vfs = self
         self.mounts[path] = mount
         # Drop a cached dentry for the covered directory.
         d = self.root

@@ -35,9 +35,10 @@ def root_fd(path_fd: int, is_dir: bool) -> int:
     return os.dup(path_fd)
 
 
-def donate(sock: socket.socket, mounts: list[tuple[str, bool]]) -> None:
+def open_roots(mounts: list[tuple[str, bool]]) -> tuple[list[tuple[str, bool, bool]], list[int]]:
     """Open each mount root ([(host path, readonly)], as the runtime resolved
-    it) and send the donation.  Raises OSError naming the path that failed."""
+    it): ([(path, readonly, is_dir)], [fd to donate]).  Raises OSError naming
+    the path that failed, with nothing left open."""
     described, fds = [], []
     try:
         for path, readonly in mounts:
@@ -51,6 +52,17 @@ def donate(sock: socket.socket, mounts: list[tuple[str, bool]]) -> None:
             finally:
                 os.close(pfd)
             described.append((path, readonly, is_dir))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return described, fds
+
+
+def donate(sock: socket.socket, mounts: list[tuple[str, bool]]) -> None:
+    """Open the mount roots and send the donation."""
+    described, fds = open_roots(mounts)
+    try:
         send_donation(sock, described, fds)
     finally:
         for fd in fds:

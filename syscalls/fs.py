@@ -63,7 +63,7 @@ def _sticky_ok(t, parent: Dentry, child: Dentry) -> None:
 
 def lookup_or_none(t, parent: Dentry, name: bytes) -> Dentry | None:
     try:
-        return t.kernel.vfs.child(parent, name)
+        return t.vfs.child(parent, name)
     except SyscallError as e:
         if e.errno == C.ENOENT:
             return None
@@ -80,7 +80,7 @@ def do_open(t, dirfd: int, path: bytes, flags: int, mode: int, resolve_flags: in
         raise SyscallError(C.EINVAL)
     if flags & C.O_CREAT and flags & C.O_DIRECTORY:
         raise SyscallError(C.EINVAL)  # as Linux since 6.4
-    vfs = t.kernel.vfs
+    vfs = t.vfs
     created = False
     if flags & C.O_TMPFILE == C.O_TMPFILE:
         return open_tmpfile(t, dirfd, path, flags, mode)
@@ -385,7 +385,7 @@ def _unlinkat(t, dirfd, path_addr, flags):
     elif name in (b".", b"..") or path.endswith(b"/"):
         d = resolve(t, dirfd, path)
         raise SyscallError(C.EISDIR if d.inode.is_dir() else C.ENOTDIR)
-    child = t.kernel.vfs.child(parent, name)
+    child = t.vfs.child(parent, name)
     if child.mount is not parent.mount:
         raise SyscallError(C.EBUSY)
     _may_write_dir(t, parent)
@@ -429,7 +429,7 @@ def _renameat2(t, olddirfd, old_addr, newdirfd, new_addr, flags):
     np, nname = parent_of(t, newdirfd, new)
     if oname in (b".", b"..") or nname in (b".", b".."):
         raise SyscallError(C.EBUSY if oname in (b".", b"..") else C.EINVAL)
-    src = t.kernel.vfs.child(op, oname)
+    src = t.vfs.child(op, oname)
     if op.mount is not np.mount:
         raise SyscallError(C.EXDEV)
     if src.mount is not op.mount:

@@ -77,7 +77,7 @@ def make_task(kernel=None, uid=0, network="host"):
     return SimpleNamespace(
         kernel=kernel, fdtable=FDTable(), mem=FakeMem(), creds=Credentials.for_ids(uid, uid),
         tg=SimpleNamespace(pid=pid, rlimits=Rlimits()), tid=pid,
-        fs=FSContext(kernel.vfs.root, kernel.vfs.root), ctx=SimpleNamespace())
+        fs=FSContext(kernel.vfs.root, kernel.vfs.root), ctx=SimpleNamespace(), vfs=kernel.vfs)
 
 
 def sc(fn, t, *args):

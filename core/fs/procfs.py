@@ -642,7 +642,7 @@ class ProcFS(SynthFS):
 
     def _mount_view(self, task) -> list[tuple[Mount, bytes]]:
         """Mounts visible from the task's root, with paths relative to it."""
-        vfs = self.k.vfs
+        vfs = getattr(task, "vfs", None) or self.k.vfs
         rootp = b"/"
         try:
             rootp = task.fs.root.path()

@@ -26,6 +26,9 @@ class ContainerState(Record):
     annotations: dict = Factory(dict)
     exit_status: int | None = None
     rootless: bool = False
+    sandbox: str = ""  # a container that joined a pod sandbox: that sandbox's id
+    vpid: int = 0  # ... and its init's pid inside the sandbox, once started
+    error: str = ""  # ... and why it could not start
 
     def oci(self) -> dict:
         """The OCI state as `pysc state` prints it."""
@@ -62,6 +65,11 @@ def control_socket(root: str, cid: str) -> str:
 
 def exec_socket(root: str, cid: str) -> str:
     return os.path.join(socket_dir(root, cid), "exec.sock")
+
+
+def start_fifo(root: str, cid: str) -> str:
+    """Where `pysc start` tells a pod's container to start."""
+    return os.path.join(socket_dir(root, cid), "start")
 
 
 def check_id(cid: str) -> None:

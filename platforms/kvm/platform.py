@@ -288,7 +288,7 @@ class KvmPlatform:
         make_task(ctx)
         task = ctx.task
         try:
-            d = self.kernel.vfs.walk(task, task.fs.cwd, path, True)
+            d = task.vfs.walk(task, task.fs.cwd, path, True)
             self.load_image(ctx, d, list(argv), [k + b"=" + v for k, v in env.items()], path, fresh=True)
         except BaseException:
             self.kernel.task_exited(task, C.SIGKILL)
@@ -344,7 +344,7 @@ class KvmPlatform:
         f = dentry.inode.open(C.O_RDONLY, dentry, task)
 
         def open_interp(path: bytes):
-            d = kernel.vfs.walk(task, task.fs.root, path, True)
+            d = task.vfs.walk(task, task.fs.root, path, True)
             return d.inode.open(C.O_RDONLY, d, task)
         try:
             creds = task.creds

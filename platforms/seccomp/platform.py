@@ -170,7 +170,7 @@ class SeccompContext:
                 root.place(path, d)
             interp = elf_interpreter(hostfd)  # the Sentry's fd of the ELF file
             if interp is not None:
-                root.place(interp, t.kernel.vfs.walk(t, t.fs.cwd, interp, True))
+                root.place(interp, t.vfs.walk(t, t.fs.cwd, interp, True))
         except OSError as e:
             raise SyscallError(e.errno or C.EIO) from None
         self.pending_exec = info

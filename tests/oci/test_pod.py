@@ -1,0 +1,113 @@
+"""Containers of a pod in one sandbox (issue 4): a container whose
+config.json says, as containerd's CRI plugin writes it, that it is a
+``container`` of pod sandbox X joins X's sandbox instead of getting one of
+its own.  It has its own root filesystem and shares the rest (kernel, pids,
+network, hostname) with the pod."""
+from __future__ import annotations
+
+import time
+
+from .conftest import assert_clear_error, assert_no_traceback, assert_ok, pid_alive, show, wait_until
+from .test_lifecycle import wait_exit_status
+
+CRI_TYPE = "io.kubernetes.cri.container-type"
+CRI_SANDBOX = "io.kubernetes.cri.sandbox-id"
+
+
+def pod_of(sandbox_id: str) -> dict:
+    return {CRI_TYPE: "container", CRI_SANDBOX: sandbox_id}
+
+
+def start_pod(runtime, bundle, tmp_path) -> str:
+    sid = runtime.new_id("pod")
+    b = bundle(["sleep", runtime.unique_secs()], hostname="pod-host", files={"only-pod": "pod\n"},
+               annotations={CRI_TYPE: "sandbox", CRI_SANDBOX: sid})
+    runtime.create_and_start(b, sid)
+    return sid
+
+
+def out_mount(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return out, {"destination": "/out", "type": "bind", "source": str(out), "options": ["rbind", "rw"]}
+
+
+def test_a_pod_container_runs_in_the_pod_sandbox(runtime, bundle, tmp_path):
+    sid = start_pod(runtime, bundle, tmp_path)
+    out, mount = out_mount(tmp_path)
+    script = ("cat /marker; hostname; test -e /only-pod && echo sees-pod-root; "
+              "echo $$ > /out/pid; sleep 1; exit 5")
+    b = bundle(["sh", "-c", f"{{ {script}; }} > /out/log 2>&1"], files={"marker": "container-b\n"},
+               mounts=[mount], annotations=pod_of(sid))
+    cid = runtime.new_id("b")
+    pid = runtime.create(b, cid, tmp_path / "b.pid")
+    assert runtime.state(cid).get("status") == "created"
+    assert pid_alive(pid), "the pid in --pid-file must stand for the container"
+    runtime.start(cid)
+    cp = runtime.run("wait", cid, timeout=60)
+    assert_no_traceback(cp)
+    assert wait_exit_status(cp) == 5, f"the pod's container should exit 5\n{show(cp)}"
+    assert wait_until(lambda: not pid_alive(pid)), "the --pid-file process outlived the container"
+    assert (out / "log").read_text() == "container-b\npod-host\n", \
+        "own root filesystem, the pod's hostname, not the pod's root"
+    assert int((out / "pid").read_text()) > 1, "it shares the pod sandbox's pids"
+    assert runtime.state(sid).get("status") == "running", "the pod's sandbox went on"
+    assert_ok(runtime.run("delete", cid), what="delete the pod's container")
+    assert_ok(runtime.run("delete", "--force", sid), what="delete the pod")
+
+
+def test_exec_kill_and_delete_of_a_pod_container(runtime, bundle, tmp_path):
+    sid = start_pod(runtime, bundle, tmp_path)
+    secs = runtime.unique_secs()
+    b = bundle(["sleep", secs], files={"marker": "container-c\n"}, annotations=pod_of(sid))
+    cid, pid = runtime.create_and_start(b, runtime.new_id("c"))
+    runtime.wait_status(cid, "running")
+    cp = runtime.run("exec", cid, "cat", "/marker")
+    assert_ok(cp, what="exec into the pod's container")
+    assert cp.stdout == "container-c\n", f"exec must see the container's root\n{show(cp)}"
+    cp = runtime.run("ps", sid)
+    assert_ok(cp, what="ps of the pod")
+    assert f"sleep {secs}" in cp.stdout, f"the pod's sandbox runs the container\n{show(cp)}"
+    assert_ok(runtime.run("kill", cid, "KILL"), what="kill the pod's container")
+    runtime.wait_status(cid, "stopped")
+    assert wait_until(lambda: not pid_alive(pid))
+    assert runtime.state(sid).get("status") == "running", "killing a container ended the pod"
+    assert_ok(runtime.run("delete", cid))
+    assert_ok(runtime.run("delete", "--force", sid))
+
+
+def test_deleting_the_pod_ends_its_containers(runtime, bundle, tmp_path):
+    sid = start_pod(runtime, bundle, tmp_path)
+    b = bundle(["sleep", runtime.unique_secs()], annotations=pod_of(sid))
+    cid, pid = runtime.create_and_start(b, runtime.new_id("d"))
+    runtime.wait_status(cid, "running")
+    assert_ok(runtime.run("delete", "--force", sid))
+    runtime.wait_status(cid, "stopped")
+    assert wait_until(lambda: not pid_alive(pid))
+    assert_ok(runtime.run("delete", cid))
+
+
+def test_a_created_pod_container_can_be_deleted(runtime, bundle, tmp_path):
+    sid = start_pod(runtime, bundle, tmp_path)
+    cid = runtime.new_id("e")
+    pid = runtime.create(bundle(["true"], annotations=pod_of(sid)), cid, tmp_path / "e.pid")
+    assert_ok(runtime.run("delete", "--force", cid))
+    assert wait_until(lambda: not pid_alive(pid)), "the waiter of a deleted container is left"
+    assert_ok(runtime.run("delete", "--force", sid))
+
+
+def test_a_missing_pod_sandbox_is_a_clear_error(runtime, bundle, tmp_path):
+    cid = runtime.new_id("f")
+    cp = runtime.run("create", "--bundle", bundle(["true"], annotations=pod_of("no-such-pod")), cid)
+    assert_clear_error(cp, "no-such-pod")
+    time.sleep(0.2)
+    cp = runtime.run("state", cid)
+    assert cp.returncode != 0, f"a failed create left state behind\n{show(cp)}"
+
+
+def test_the_pod_sandbox_needs_its_own_sandbox_annotation_only(runtime, bundle, tmp_path):
+    """The pod's own (pause) container names itself as sandbox: a sandbox of its own."""
+    sid = runtime.new_id("g")
+    b = bundle(["sh", "-c", "exit 3"], annotations=pod_of(sid) | {CRI_TYPE: "sandbox"})
+    cp = runtime.run("run", "--bundle", b, sid, timeout=60)
+    assert_ok(cp, 3, what="run of a pod sandbox container")
