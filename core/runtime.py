@@ -161,18 +161,26 @@ def _sandbox_main(config, pm, spec, root: str, cid: str, report_fd: int, hold: b
     return code
 
 
-def _attach_console(path: str) -> None:
-    """terminal: true — a pty whose master goes to the console socket; its
-    slave becomes the container's stdio (and /dev/pts/0 inside)."""
+def console_pty(path: str, what: str = "") -> int:
+    """A pty whose master goes to the console socket at ``path`` (as runc
+    does for terminal: true); returns its slave."""
     master, slave = os.openpty()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(path)
             socket.send_fds(s, [b"/dev/ptmx"], [master])
     except OSError as e:
-        raise RuntimeError_(f"console socket {path}: {e.strerror}") from None
+        os.close(slave)
+        raise RuntimeError_(f"{what}console socket {path}: {e.strerror}") from None
     finally:
         os.close(master)
+    return slave
+
+
+def _attach_console(path: str) -> None:
+    """terminal: true — the pty's slave becomes the container's stdio (and
+    /dev/pts/0 inside)."""
+    slave = console_pty(path)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     os.close(slave)
@@ -314,18 +322,13 @@ def _create_in_pod(config, spec, root: str, cid: str, bundle: str, pod: str, pid
     st.sandbox = pod
     fifo = S.start_fifo(root, cid)
     os.mkfifo(fifo, 0o600)
-    master = slave = None
+    slave = None
     if console_socket:
-        master, slave = os.openpty()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as cs:
-                cs.connect(console_socket)
-                socket.send_fds(cs, [b"/dev/ptmx"], [master])
-        except OSError as e:
+            slave = console_pty(console_socket)
+        except RuntimeError_:
             S.remove(root, cid)
-            raise RuntimeError_(f"console socket {console_socket}: {e.strerror}") from None
-        finally:
-            os.close(master)
+            raise
     proc = spec.process
     binds, tmpfs = _mounts_of(spec)
     req = {"args": list(proc.args), "env": proc.env_dict(), "cwd": proc.cwd or "/",
@@ -799,15 +802,7 @@ def cmd_exec(config, pm, argv):
     if a.console_socket or a.tty or (a.process and proc.terminal):
         if not a.console_socket:
             raise RuntimeError_("exec: a terminal needs --console-socket")
-        master, pty_slave = os.openpty()
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as cs:
-                cs.connect(a.console_socket)
-                socket.send_fds(cs, [b"/dev/ptmx"], [master])
-        except OSError as e:
-            raise RuntimeError_(f"exec: console socket {a.console_socket}: {e.strerror}") from None
-        finally:
-            os.close(master)
+        pty_slave = console_pty(a.console_socket, "exec: ")
         stdio = [pty_slave] * 3
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -197,6 +197,32 @@ def _ppid(pid: int) -> int:
         return 0
 
 
+def processes_below(base: Path, exclude=(), also=None) -> list[int]:
+    """Live host processes (this one and EXCLUDE aside) that name BASE on
+    their command line, run below it (root, cwd or executable), or satisfy
+    ALSO(pid); and their descendants."""
+    me, text = os.getpid(), str(base)
+    pids, ours = [], set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude or int(name) == me:
+            continue
+        pid = int(name)
+        pids.append(pid)
+        if text.encode() in _proc_read(pid, "cmdline") \
+                or any(_proc_link(pid, n).startswith(text + "/") for n in ("root", "cwd", "exe")) \
+                or (also is not None and also(pid)):
+            ours.add(pid)
+    parents = {pid: _ppid(pid) for pid in pids}
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parents.items():
+            if pid not in ours and ppid in ours:
+                ours.add(pid)
+                changed = True
+    return sorted(p for p in ours if _alive(p))
+
+
 def proc_state(pid: int) -> str:
     """'t (tracing stop) ptrace_stop': /proc/PID/status State and wchan."""
     state = ""
@@ -345,31 +371,10 @@ exit $rc
         marked by our environment variable, naming our directory (shims,
         pysc), or running below it (app processes, whose root is a bundle's
         rootfs); and their descendants."""
-        me = os.getpid()
-        base = str(self.base)
         mark = f"{MARK_VAR}={self.mark}".encode()
         daemon = self.proc.pid if self.proc else -1
-        pids, ours = [], set()
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            pid = int(name)
-            if pid in (me, daemon):
-                continue
-            pids.append(pid)
-            if mark in _proc_read(pid, "environ").split(b"\0") \
-                    or base.encode() in _proc_read(pid, "cmdline") \
-                    or any(_proc_link(pid, n).startswith(base + "/") for n in ("root", "cwd", "exe")):
-                ours.add(pid)
-        parents = {pid: _ppid(pid) for pid in pids}
-        changed = True
-        while changed:
-            changed = False
-            for pid, ppid in parents.items():
-                if pid not in ours and ppid in ours:
-                    ours.add(pid)
-                    changed = True
-        return sorted(p for p in ours if _alive(p))
+        return processes_below(self.base, {daemon},
+                               lambda pid: mark in _proc_read(pid, "environ").split(b"\0"))
 
     def mounts_below(self) -> list[str]:
         base = str(self.base) + "/"

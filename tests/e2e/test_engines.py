@@ -12,6 +12,7 @@ directory may be left.  The platform is the first of ``--pysc-platforms``.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import (E2E_DEPS, _alive, _check_platform, _platform, _ppid, _proc_link, _proc_read,
-                       describe, pysc_cmd, read_text, run_cmd)
+from .conftest import (E2E_DEPS, _check_platform, _platform, describe, processes_below, pysc_cmd,
+                       read_text, run_cmd)
 from .image import BUSYBOX, IMAGE_NAME, build_image, layer_tar
 
 TIMEOUT = 120.0
@@ -42,30 +43,6 @@ def _ensure(tools: tuple[str, ...]) -> None:
     missing = [t for t in tools if not shutil.which(t)]
     if r.returncode != 0 or missing:
         pytest.fail(f"installing {missing} with .ci/e2e-deps failed\n{r}", pytrace=False)
-
-
-def processes_below(base: Path, exclude: set[int]) -> list[int]:
-    """Live host processes that name BASE on their command line or run below
-    it, and their descendants."""
-    me, text = os.getpid(), str(base)
-    pids, ours = [], set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) in exclude or int(name) == me:
-            continue
-        pid = int(name)
-        pids.append(pid)
-        if text.encode() in _proc_read(pid, "cmdline") \
-                or any(_proc_link(pid, n).startswith(text + "/") for n in ("root", "cwd", "exe")):
-            ours.add(pid)
-    parents = {pid: _ppid(pid) for pid in pids}
-    changed = True
-    while changed:
-        changed = False
-        for pid, ppid in parents.items():
-            if pid not in ours and ppid in ours:
-                ours.add(pid)
-                changed = True
-    return sorted(p for p in ours if _alive(p))
 
 
 def mounts_below(base: Path) -> list[str]:
@@ -110,7 +87,9 @@ class Docker:
         self.log = base / "dockerd.log"
         self.proc: subprocess.Popen | None = None
         beside = Path(shutil.which("dockerd")).with_name("docker")
-        self.client = str(beside) if beside.exists() else shutil.which("docker")
+        self.argv = [str(beside) if beside.exists() else shutil.which("docker"), "-H", f"unix://{self.sock}"]
+        self.run_flags = ["--runtime=pysc"]
+        self.image = IMAGE
 
     def start(self) -> None:
         self.config.write_text("{}\n")
@@ -140,8 +119,7 @@ class Docker:
             raise RuntimeError(f"docker import failed\n{r}")
 
     def run(self, *args, input=None, timeout: float = TIMEOUT):
-        return run_cmd([self.client, "-H", f"unix://{self.sock}", *map(str, args)], input=input,
-                       timeout=timeout)
+        return run_cmd([*self.argv, *map(str, args)], input=input, timeout=timeout)
 
     def stop(self) -> list[str]:
         ids = (self.run("ps", "-aq", timeout=30).stdout or "").split()
@@ -182,39 +160,6 @@ def docker(request):
         pytest.fail("dockerd teardown: " + "\n".join(problems), pytrace=False)
 
 
-def test_docker_run_uname(docker):
-    r = docker.run("run", "--rm", "--runtime=pysc", IMAGE, "uname", "-r")
-    assert r.returncode == 0 and r.stdout.strip() == "4.4.0", f"{r}\n{docker.diag()}"
-
-
-def test_docker_stdin_and_exit_status(docker):
-    r = docker.run("run", "--rm", "-i", "--runtime=pysc", IMAGE, "sh", "-c", "cat; exit 3",
-                   input="through docker\n")
-    assert r.returncode == 3 and r.stdout == "through docker\n", f"{r}\n{docker.diag()}"
-
-
-def test_docker_detached_exec_and_kill(docker):
-    r = docker.run("run", "-d", "--runtime=pysc", IMAGE, "sleep", "1000")
-    assert r.returncode == 0, f"{r}\n{docker.diag()}"
-    cid = r.stdout.strip()
-    try:
-        e = docker.run("exec", cid, "sh", "-c", "echo in; ps -o pid,comm")
-        assert e.returncode == 0 and e.stdout.startswith("in\n"), f"{e}\n{docker.diag()}"
-        assert e.stdout.split()[3:5] == ["1", "sleep"], e.stdout  # the container's own pid 1
-        assert docker.run("kill", cid).returncode == 0
-        w = docker.run("wait", cid)
-        assert w.stdout.strip() == "137", f"{w}\n{docker.diag()}"
-    finally:
-        docker.run("rm", "-f", cid)
-
-
-@pytest.mark.skipif(not shutil.which("script"), reason="script(1) (util-linux) is needed for a tty")
-def test_docker_tty(docker):
-    cmd = f"{docker.client} -H unix://{docker.sock} run --rm -it --runtime=pysc {IMAGE} sh -c 'tty; echo ok'"
-    r = run_cmd(["script", "-qec", cmd, "/dev/null"])
-    assert r.returncode == 0 and "/dev/pts/0" in r.stdout and "ok" in r.stdout, f"{r}\n{docker.diag()}"
-
-
 # ---------------------------------------------------------------- podman
 
 class Podman:
@@ -227,6 +172,8 @@ class Podman:
                      "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
                      "--events-backend", "file", "--tmpdir", str(base / "tmp"),
                      "--runtime", pysc[0], "--runtime-flag", f"platform={platform}"]
+        self.run_flags = ["--network", "none"]
+        self.image = IMAGE_NAME
 
     def run(self, *args, input=None, timeout: float = TIMEOUT):
         return run_cmd([*self.argv, *map(str, args)], input=input, timeout=timeout)
@@ -244,6 +191,9 @@ class Podman:
         if ids:
             self.run("rm", "-f", *ids)
         return problems + clean_up(self.base)
+
+    def diag(self) -> str:
+        return ""
 
 
 @pytest.fixture(scope="module")
@@ -266,34 +216,42 @@ def podman(request):
         pytest.fail("podman teardown: " + "\n".join(problems), pytrace=False)
 
 
-def test_podman_run_uname(podman):
-    r = podman.run("run", "--rm", "--network", "none", IMAGE_NAME, "uname", "-r")
-    assert r.returncode == 0 and r.stdout.strip() == "4.4.0", r
+# ---------------------------------------------------------------- the tests, on both
+
+@pytest.fixture(scope="module", params=["docker", "podman"])
+def engine(request):
+    return request.getfixturevalue(request.param)
 
 
-def test_podman_stdin_and_exit_status(podman):
-    r = podman.run("run", "--rm", "-i", "--network", "none", IMAGE_NAME, "sh", "-c", "cat; exit 4",
-                   input="through podman\n")
-    assert r.returncode == 4 and r.stdout == "through podman\n", r
+def test_run_uname(engine):
+    r = engine.run("run", "--rm", *engine.run_flags, engine.image, "uname", "-r")
+    assert r.returncode == 0 and r.stdout.strip() == "4.4.0", f"{r}\n{engine.diag()}"
 
 
-def test_podman_detached_exec_and_kill(podman):
-    r = podman.run("run", "-d", "--network", "none", IMAGE_NAME, "sleep", "1000")
-    assert r.returncode == 0, r
+def test_stdin_and_exit_status(engine):
+    r = engine.run("run", "--rm", "-i", *engine.run_flags, engine.image, "sh", "-c", "cat; exit 3",
+                   input="through the engine\n")
+    assert r.returncode == 3 and r.stdout == "through the engine\n", f"{r}\n{engine.diag()}"
+
+
+def test_detached_exec_and_kill(engine):
+    r = engine.run("run", "-d", *engine.run_flags, engine.image, "sleep", "1000")
+    assert r.returncode == 0, f"{r}\n{engine.diag()}"
     cid = r.stdout.strip()
     try:
-        e = podman.run("exec", cid, "sh", "-c", "echo in; ps -o pid,comm")
-        assert e.returncode == 0 and e.stdout.startswith("in\n"), e
-        assert e.stdout.split()[3:5] == ["1", "sleep"], e.stdout
-        assert podman.run("kill", cid).returncode == 0
-        w = podman.run("wait", cid)
-        assert w.stdout.strip() == "137", w
+        e = engine.run("exec", cid, "sh", "-c", "echo in; ps -o pid,comm")
+        assert e.returncode == 0 and e.stdout.startswith("in\n"), f"{e}\n{engine.diag()}"
+        assert e.stdout.split()[3:5] == ["1", "sleep"], e.stdout  # the container's own pid 1
+        assert engine.run("kill", cid).returncode == 0
+        w = engine.run("wait", cid)
+        assert w.stdout.strip() == "137", f"{w}\n{engine.diag()}"
     finally:
-        podman.run("rm", "-f", cid)
+        engine.run("rm", "-f", cid)
 
 
 @pytest.mark.skipif(not shutil.which("script"), reason="script(1) (util-linux) is needed for a tty")
-def test_podman_tty(podman):
-    cmd = " ".join(podman.argv) + f" run --rm -it --network none {IMAGE_NAME} sh -c 'tty; echo ok'"
+def test_tty(engine):
+    cmd = shlex.join([*engine.argv, "run", "--rm", "-it", *engine.run_flags, engine.image,
+                      "sh", "-c", "tty; echo ok"])
     r = run_cmd(["script", "-qec", cmd, "/dev/null"])
-    assert r.returncode == 0 and "/dev/pts/0" in r.stdout and "ok" in r.stdout, r
+    assert r.returncode == 0 and "/dev/pts/0" in r.stdout and "ok" in r.stdout, f"{r}\n{engine.diag()}"
