@@ -140,24 +140,30 @@ class Docker:
         return f"--- dockerd log ---\n{read_text(self.log, 3000)}"
 
 
-@pytest.fixture(scope="module")
-def docker(request):
-    _ensure(("dockerd", "docker"))
+def _engine(request, cls, tools: tuple[str, ...], prefix: str):
+    """A started engine of class CLS under a fresh directory, stopped and
+    checked for leftovers at the end."""
+    _ensure(tools)
     platform = _platform(request.config)
     _check_platform(platform)
-    base = Path(tempfile.mkdtemp(prefix="pysc-dk-", dir="/tmp"))
-    d = Docker(base, platform)
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    eng = cls(base, platform)
     try:
-        d.start()
+        eng.start()
     except BaseException as e:
-        problems = d.stop()
+        problems = eng.stop()
         shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"cannot start the tests' dockerd: {e}\n" + "\n".join(problems), pytrace=False)
-    yield d
-    problems = d.stop()
+        pytest.fail(f"cannot start the tests' {tools[0]}: {e}\n" + "\n".join(problems), pytrace=False)
+    yield eng
+    problems = eng.stop()
     shutil.rmtree(base, ignore_errors=True)
     if problems:
-        pytest.fail("dockerd teardown: " + "\n".join(problems), pytrace=False)
+        pytest.fail(f"{tools[0]} teardown: " + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def docker(request):
+    yield from _engine(request, Docker, ("dockerd", "docker"), "pysc-dk-")
 
 
 # ---------------------------------------------------------------- podman
@@ -198,22 +204,7 @@ class Podman:
 
 @pytest.fixture(scope="module")
 def podman(request):
-    _ensure(("podman",))
-    platform = _platform(request.config)
-    _check_platform(platform)
-    base = Path(tempfile.mkdtemp(prefix="pysc-pm-", dir="/tmp"))
-    p = Podman(base, platform)
-    try:
-        p.start()
-    except BaseException as e:
-        problems = p.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"cannot prepare podman: {e}\n" + "\n".join(problems), pytrace=False)
-    yield p
-    problems = p.stop()
-    shutil.rmtree(base, ignore_errors=True)
-    if problems:
-        pytest.fail("podman teardown: " + "\n".join(problems), pytrace=False)
+    yield from _engine(request, Podman, ("podman",), "pysc-pm-")
 
 
 # ---------------------------------------------------------------- the tests, on both
