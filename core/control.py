@@ -316,10 +316,40 @@ class ExecServer:
                 time.sleep(0.02)
             status = tg.exit_status if tg.exit_status is not None else 9
             code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            tg = None
+            result.clear()  # no reference to its tasks, hence to its mount tree, is left here
             try:
                 conn.sendall(msgpack.packb({"exit": code}))
             except OSError:
                 pass
+        if new:  # the init of a pod's container: the container ends with it
+            self._end_container(container)
+
+    def _end_container(self, cid: str) -> None:
+        import gc
+        import time
+        box: dict = {}
+        done = threading.Event()
+
+        def remove() -> None:  # on the tracer thread
+            box["tree"] = self.sandbox.remove_container(cid)
+            done.set()
+
+        self.sandbox.platform.call_soon(remove)
+        done.wait(30)
+        tree = box.pop("tree", None)
+        deadline = time.monotonic() + 30
+        while tree is not None and time.monotonic() < deadline:
+            vfs = tree()
+            try:
+                if vfs is None or not self.sandbox.processes_in(vfs):
+                    break
+            except RuntimeError:  # the tracer changed the process table meanwhile
+                pass
+            finally:
+                vfs = None
+            time.sleep(0.05)
+        self.sandbox.platform.call_soon(gc.collect)
 
     def close(self) -> None:
         try:

@@ -140,6 +140,7 @@ class Kernel:
 
     def _thread_group_exited(self, tg: ThreadGroup, wait_status: int) -> None:
         tg.exit_status = wait_status
+        tg.exe = None  # a zombie keeps no file (/proc/PID/exe: ENOENT), nor, through it, a mount tree
         tg.exited_wq.notify()
         locks = self.objects.get("locks")
         if locks is not None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import weakref
 import stat as pystat
 
 from pysc.core.abi import consts as C
@@ -314,6 +315,25 @@ class Sandbox:
             self.mount(os.fsencode(dest), "tmpfs", TmpFS(mode=0o1777), "tmpfs", readonly=ro, create=True,
                        vfs=vfs)
         self.containers[cid] = (vfs, root_path)
+
+    def remove_container(self, cid: str) -> "weakref.ref[VFS] | None":
+        """Container ``cid``'s init has exited: as when the init of a pid
+        namespace dies, its other processes are killed, and its mount tree
+        is dropped.  Dentries form cycles, so only the collector frees the
+        tree (and, through HostInode.__del__, the host fds below its roots):
+        the caller runs it once ``processes_in`` the returned tree are gone.
+        Runs on the tracer thread."""
+        entry = self.containers.pop(cid, None)
+        if entry is None:
+            return None
+        for pid in self.processes_in(entry[0]):
+            self.platform.signal_processes(signal.SIGKILL, pid=pid)
+        return weakref.ref(entry[0])
+
+    def processes_in(self, vfs: VFS) -> list[int]:
+        """Pids of the live processes whose mount tree is ``vfs``."""
+        return [tg.pid for tg in list(self.kernel.thread_groups.values())
+                if tg.alive and tg.leader is not None and tg.leader.vfs is vfs]
 
     def spawn_exec(self, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, creds: Credentials,
                    stdio: list[int], container: str | None = None):

@@ -71,6 +71,15 @@ class HostInode(Inode):
         self._dirfd = -1
         self._children: dict[bytes, HostInode] = {}
 
+    def __del__(self) -> None:
+        """Its O_PATH fd goes with it: a pod's container leaves no fds behind
+        in the Sentry once its mount tree is dropped."""
+        if self._dirfd >= 0:
+            try:
+                os.close(self._dirfd)
+            except OSError:
+                pass
+
     # --- host helpers ---
     def dirfd(self) -> int:
         """An O_PATH fd of this directory, opened one component below its parent's."""
@@ -250,6 +259,7 @@ class HostInode(Inode):
         newdir._forget(newname)
         if moved is not None and moved._dirfd >= 0:
             os.close(moved._dirfd)
+            moved._dirfd = -1  # so that neither it nor __del__ uses a recycled fd number
 
     def setattr(self, *, mode=None, uid=None, gid=None, size=None, atime_ns=None, mtime_ns=None):
         self._writable()

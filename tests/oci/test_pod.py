@@ -5,6 +5,7 @@ its own.  It has its own root filesystem and shares the rest (kernel, pids,
 network, hostname) with the pod."""
 from __future__ import annotations
 
+import os
 import time
 
 from .conftest import assert_clear_error, assert_no_traceback, assert_ok, pid_alive, show, wait_until
@@ -111,3 +112,32 @@ def test_the_pod_sandbox_needs_its_own_sandbox_annotation_only(runtime, bundle, 
     b = bundle(["sh", "-c", "exit 3"], annotations=pod_of(sid) | {CRI_TYPE: "sandbox"})
     cp = runtime.run("run", "--bundle", b, sid, timeout=60)
     assert_ok(cp, 3, what="run of a pod sandbox container")
+
+
+def _sandbox_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_an_ended_pod_container_leaves_nothing_in_the_sandbox(runtime, bundle, tmp_path):
+    """Its leftover processes are killed with its init, as when the init of
+    a pid namespace dies, and the Sentry drops its mount tree and host fds:
+    Kubernetes restarts a failing container in the same pod again and again,
+    so the sandbox's fds must not grow with the number of containers it ran."""
+    sid = start_pod(runtime, bundle, tmp_path)
+    sandbox_pid = runtime.state(sid)["pid"]
+    secs = runtime.unique_secs()
+    counts = []
+    for i in range(4):
+        b = bundle(["sh", "-c", f"sleep {secs} & ls -R / > /dev/null; exit 0"], name=f"pod-run{i}",
+                   annotations=pod_of(sid))
+        cid, _ = runtime.create_and_start(b, runtime.new_id(f"r{i}"))
+        cp = runtime.run("wait", cid, timeout=60)
+        assert wait_exit_status(cp) == 0, show(cp)
+        assert wait_until(lambda: f"sleep {secs}" not in runtime.run("ps", sid).stdout), \
+            "a process of the ended container lives on in the pod"
+        assert_ok(runtime.run("delete", cid))
+        if i == 3:  # against the second: the first may have made one-time fds (vCPUs, /proc)
+            assert wait_until(lambda: _sandbox_fds(sandbox_pid) <= counts[1]), \
+                f"the sandbox's fds grow with the containers it ran: {counts} -> {_sandbox_fds(sandbox_pid)}"
+        counts.append(_sandbox_fds(sandbox_pid))
+    assert_ok(runtime.run("delete", "--force", sid))
