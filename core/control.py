@@ -309,6 +309,8 @@ class ExecServer:
                 result["error"] = "the sandbox did not start the process"
             if "error" in result:
                 conn.sendall(msgpack.packb({"error": result["error"]}))
+                if new:  # a container whose init did not start goes again
+                    self._end_container(container)
                 return
             conn.sendall(msgpack.packb({"pid": result["pid"], "vpid": result["tg"].pid}))
             tg = result["tg"]
