@@ -298,11 +298,13 @@ class ExecServer:
                         argv, env, req["cwd"].encode(), creds, stdio, container)
                 except Exception as e:
                     result["error"] = str(e.args[0]) if e.args else repr(e)
-                    kept = roots if new and container in self.sandbox.containers else []
-                    for fd in fds:
-                        if fd not in kept:  # the container's mount tree owns its roots
+                    if not (new and container in self.sandbox.containers):
+                        for fd in roots:  # else the container's mount tree owns them
                             os.close(fd)
-                done.set()
+                finally:
+                    for fd in stdio:  # the process's files hold their own copies
+                        os.close(fd)
+                    done.set()
 
             self.sandbox.platform.call_soon(spawn)
             if not done.wait(30):

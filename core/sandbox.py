@@ -219,33 +219,44 @@ class Sandbox:
         raise SandboxError(f"{name.decode(errors='replace')}: command not found", 127)
 
     def stdio(self) -> FDTable:
-        """The caller's stdio as the sandbox's fds 0-2; a terminal among them
-        also appears as /dev/pts/0."""
+        """The caller's stdio as the sandbox's fds 0-2."""
         table = FDTable()
         for fd in (0, 1, 2):
             try:
-                st = os.fstat(fd)
+                table.install_at(fd, self._stdio_file(fd, fd, self.kernel.vfs))
             except OSError:
                 continue
-            tty = os.isatty(fd)
-            flags = C.O_RDWR if tty else (C.O_RDONLY if fd == 0 else C.O_WRONLY)
-            node = self._pts_node(st.st_rdev) if tty else None
-            f = HostFDFile(reopen_nonblocking(fd), flags, inode=node, name=b"/dev/pts/0" if tty else b"",
-                           shared_offset=True)
-            table.install_at(fd, f)
-            if tty:
-                self.kernel.objects["host_ttys"].setdefault(st.st_rdev, f.fd)
         return table
 
-    def _pts_node(self, rdev: int):
-        """The devfs node of the caller's terminal, so that fstat of the
-        terminal and stat of /dev/pts/0 agree (ttyname compares them)."""
-        ttys = self.kernel.objects.setdefault("host_ttys", {})
-        pts = self.kernel.vfs.walk(None, self.kernel.vfs.root, b"/dev/pts").inode
-        if not ttys:
-            pts.mknod(b"0", C.S_IFCHR | 0o620, rdev, Credentials.for_ids(0, 5))
-        node = pts.lookup(b"0")
-        return node if node.stat().rdev == rdev else None
+    def _stdio_file(self, fd: int, index: int, vfs: VFS) -> HostFDFile:
+        """Host fd ``fd`` as stdio ``index`` of a process, reopened so that
+        the Sentry never blocks on it; a terminal also appears in ``vfs`` as
+        /dev/pts/N (N counts the host terminals the sandbox has seen)."""
+        st = os.fstat(fd)
+        tty = os.isatty(fd)
+        flags = C.O_RDWR if tty else (C.O_RDONLY if index == 0 else C.O_WRONLY)
+        node, name = self._pts_node(st.st_rdev, vfs) if tty else (None, b"")
+        f = HostFDFile(reopen_nonblocking(fd, index), flags, inode=node, name=name, shared_offset=True)
+        if tty:
+            self.kernel.objects.setdefault("host_ttys", {}).setdefault(st.st_rdev, f.fd)
+        return f
+
+    def _pts_node(self, rdev: int, vfs: VFS):
+        """The devpts node of a host terminal in ``vfs``, made on first use,
+        so that fstat of the terminal and stat of /dev/pts/N agree (ttyname
+        compares them); (node, path), or (None, b"") without a /dev/pts."""
+        numbers = self.kernel.objects.setdefault("pts_numbers", {})
+        name = str(numbers.setdefault(rdev, len(numbers))).encode()
+        try:
+            pts = vfs.walk(None, vfs.root, b"/dev/pts").inode
+            try:
+                node = pts.lookup(name)
+            except SyscallError:
+                pts.mknod(name, C.S_IFCHR | 0o620, rdev, Credentials.for_ids(0, 5))
+                node = pts.lookup(name)
+        except SyscallError:
+            return None, b""
+        return (node, b"/dev/pts/" + name) if node.stat().rdev == rdev else (None, b"")
 
     def run(self, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, uid: int, gid: int,
             root_path: str = "/") -> int:
@@ -350,18 +361,26 @@ class Sandbox:
             raise SandboxError(f"exec: cwd {cwd.decode(errors='replace')}: no such directory") from None
         path = self.find_command(argv[0], env.get(b"PATH", b"/usr/local/bin:/usr/bin:/bin"), cwd_d, vfs)
         fdt = FDTable()
-        for i, hostfd in enumerate(stdio[:3]):
-            flags = C.O_RDWR if os.isatty(hostfd) else (C.O_RDONLY if i == 0 else C.O_WRONLY)
-            fdt.install_at(i, HostFDFile(hostfd, flags, shared_offset=True))
+        for i, hostfd in enumerate(stdio[:3]):  # the caller keeps (and closes) its fds
+            fdt.install_at(i, self._stdio_file(hostfd, i, vfs))
         fs = FSContext(vfs.root, cwd_d, 0o022)
         made = []
+
+        ttys = {os.fstat(fd).st_rdev for fd in stdio[:3] if os.isatty(fd)}
 
         def make_task(ctx, ns_pid):
             task = self.kernel.new_process(ns_pid, creds, fs, fdt, ctx)
             ctx.task = task
             made.append(task)
+            for rdev in ttys:  # its terminal's foreground process group is its own
+                self.kernel.objects.setdefault("tty_pgrp", {})[rdev] = task.tg.pgid
 
-        hostpid = self.platform.spawn_process(root_path, path, argv, env, make_task)
+        try:
+            hostpid = self.platform.spawn_process(root_path, path, argv, env, make_task)
+        except BaseException:
+            if not made:
+                fdt.close_all()
+            raise
         return hostpid, made[0].tg
 
     def serve(self) -> int:
@@ -413,7 +432,7 @@ def enter_netns_path(path: str) -> None:
         os.close(fd)
 
 
-def reopen_nonblocking(fd: int) -> int:
+def reopen_nonblocking(fd: int, index: int | None = None) -> int:
     """A host fd for the caller's stdio the Sentry can use without blocking.
 
     Pipes, FIFOs and terminals are reopened through /proc/self/fd, which makes
@@ -422,7 +441,8 @@ def reopen_nonblocking(fd: int) -> int:
     st = os.fstat(fd)
     if pystat.S_ISFIFO(st.st_mode) or pystat.S_ISCHR(st.st_mode):
         try:
-            mode = os.O_RDWR if pystat.S_ISCHR(st.st_mode) else (os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            reading = (fd if index is None else index) == 0
+            mode = os.O_RDWR if pystat.S_ISCHR(st.st_mode) else (os.O_RDONLY if reading else os.O_WRONLY)
             return os.open(f"/proc/self/fd/{fd}", mode | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except OSError:
             pass

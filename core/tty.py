@@ -3,6 +3,7 @@ to the host fd; process-group ioctls are answered with sandbox ids."""
 from __future__ import annotations
 
 import fcntl
+import os
 import struct
 
 from pysc.core.abi import consts as C
@@ -41,15 +42,22 @@ def host_tty_ioctl(f, task, cmd: int, arg: int) -> int:
     except OSError as e:
         raise SyscallError(e.errno) from None
     kernel = task.kernel
+    # The foreground process group of each host terminal, by its rdev: the
+    # container's init's until someone sets it (`pysc exec -t` sets its own).
+    foreground = kernel.objects.setdefault("tty_pgrp", {})
+    try:
+        rdev = os.fstat(fd).st_rdev
+    except OSError as e:
+        raise SyscallError(e.errno) from None
     if cmd == C.TIOCGPGRP:
-        pgrp = kernel.objects.get("tty_pgrp") or (kernel.init.pgid if kernel.init else 1)
+        pgrp = foreground.get(rdev) or (kernel.init.pgid if kernel.init else 1)
         task.mem.write_u32(arg, pgrp)
         return 0
     if cmd == C.TIOCSPGRP:
         pgrp = struct.unpack("<i", task.mem.read(arg, 4))[0]
         if pgrp <= 0:
             raise SyscallError(C.EINVAL)
-        kernel.objects["tty_pgrp"] = pgrp
+        foreground[rdev] = pgrp
         return 0
     if cmd == C.TIOCGSID:
         task.mem.write_u32(arg, task.tg.sid)

@@ -652,6 +652,24 @@ def _accept_console(srv: socket.socket, bg, timeout: float = 60) -> int:
     pytest.fail(f"nothing connected to --console-socket within {timeout} s\n{show(bg.result())}")
 
 
+def talk_to_console(master: int, typed: bytes, until: bytes, timeout: float = 30) -> str:
+    """Type into a pty master; what comes back until ``until`` (or EOF)."""
+    os.write(master, typed)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and until not in out:
+        r, _, _ = select.select([master], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:          # EIO: the slave side is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out.decode(errors="replace")
+
+
 def test_console_socket_gets_the_pty_master(runtime, bundle, tmp_path):
     sock_path = os.path.join(runtime.short_dir(), "console.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -668,20 +686,7 @@ def test_console_socket_gets_the_pty_master(runtime, bundle, tmp_path):
     try:
         assert_ok(bg.wait(60), what="create --console-socket")
         runtime.start(cid)
-        os.write(master, b"tty; echo typed-$((40+2))\nexit 0\n")
-        out = b""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and b"typed-42" not in out:
-            r, _, _ = select.select([master], [], [], 0.5)
-            if r:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:          # EIO: the slave side is closed
-                    break
-                if not chunk:
-                    break
-                out += chunk
-        text = out.decode(errors="replace")
+        text = talk_to_console(master, b"tty; echo typed-$((40+2))\nexit 0\n", b"typed-42")
         assert "typed-42" in text, f"no shell output through the pty master: {text!r}"
         assert "/dev/pts/" in text, f"`tty` inside should name a /dev/pts device: {text!r}"
     finally:
