@@ -12,6 +12,7 @@ directory may be left.  The platform is the first of ``--pysc-platforms``.
 from __future__ import annotations
 
 import os
+import pty
 import shlex
 import shutil
 import signal
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from terminal import talk
 
 from .conftest import (E2E_DEPS, _check_platform, _platform, describe, processes_below, pysc_cmd,
                        read_text, run_cmd)
@@ -251,33 +253,16 @@ def test_tty(engine):
 def on_a_terminal(argv: list[str], typed: bytes, until: bytes, timeout: float = 60) -> str:
     """Run ARGV with a pty as its stdio; once it prints a shell prompt, type
     TYPED; return what it printed up to UNTIL (or its end)."""
-    import pty
-    import select
     master, slave = pty.openpty()
     p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
-    out, sent = b"", False
-    deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and until not in out:
-            if not sent and b"# " in out:
-                os.write(master, typed)
-                sent = True
-            r, _, _ = select.select([master], [], [], 0.5)
-            if r:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO: the other side is closed
-                    break
-                if not chunk:
-                    break
-                out += chunk
+        return talk(master, typed, until, prompt=b"# ", timeout=timeout)
     finally:
         os.close(master)
         if p.poll() is None:
             p.kill()
         p.wait(10)
-    return out.decode(errors="replace")
 
 
 def test_exec_with_a_tty(engine):

@@ -21,6 +21,7 @@ import socket
 import time
 
 import pytest
+from terminal import talk
 
 from .conftest import (TEST_ENV, TMPFS_TMP, assert_clear_error, assert_no_traceback, assert_ok, entries_naming,
                        parse_json, pid_alive, show, wait_until)
@@ -652,41 +653,27 @@ def _accept_console(srv: socket.socket, bg, timeout: float = 60) -> int:
     pytest.fail(f"nothing connected to --console-socket within {timeout} s\n{show(bg.result())}")
 
 
-def talk_to_console(master: int, typed: bytes, until: bytes, timeout: float = 30) -> str:
-    """Type into a pty master; what comes back until ``until`` (or EOF)."""
-    os.write(master, typed)
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and until not in out:
-        r, _, _ = select.select([master], [], [], 0.5)
-        if r:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:          # EIO: the slave side is closed
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out.decode(errors="replace")
-
-
-def test_console_socket_gets_the_pty_master(runtime, bundle, tmp_path):
+def create_with_console(runtime, bundle_dir, cid: str, pid_file) -> tuple:
+    """``create --console-socket`` in the background: (the create, the pty master)."""
     sock_path = os.path.join(runtime.short_dir(), "console.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
     srv.listen(1)
-    b = bundle(["sh"], terminal=True)
-    cid = runtime.new_id()
-    bg = runtime.popen("create", "--bundle", b, "--console-socket", sock_path,
-                       "--pid-file", tmp_path / "t.pid", cid)
+    bg = runtime.popen("create", "--bundle", bundle_dir, "--console-socket", sock_path,
+                       "--pid-file", pid_file, cid)
     try:
-        master = _accept_console(srv, bg)
+        return bg, _accept_console(srv, bg)
     finally:
         srv.close()
+
+
+def test_console_socket_gets_the_pty_master(runtime, bundle, tmp_path):
+    cid = runtime.new_id()
+    bg, master = create_with_console(runtime, bundle(["sh"], terminal=True), cid, tmp_path / "t.pid")
     try:
         assert_ok(bg.wait(60), what="create --console-socket")
         runtime.start(cid)
-        text = talk_to_console(master, b"tty; echo typed-$((40+2))\nexit 0\n", b"typed-42")
+        text = talk(master, b"tty; echo typed-$((40+2))\nexit 0\n", b"typed-42")
         assert "typed-42" in text, f"no shell output through the pty master: {text!r}"
         assert "/dev/pts/" in text, f"`tty` inside should name a /dev/pts device: {text!r}"
     finally:

@@ -6,11 +6,12 @@ network, hostname) with the pod."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 from .conftest import assert_clear_error, assert_no_traceback, assert_ok, pid_alive, show, wait_until
-from .test_lifecycle import _accept_console, talk_to_console, wait_exit_status
+from terminal import talk
+
+from .test_lifecycle import create_with_console, wait_exit_status
 
 CRI_TYPE = "io.kubernetes.cri.container-type"
 CRI_SANDBOX = "io.kubernetes.cri.sandbox-id"
@@ -117,22 +118,13 @@ def test_the_pod_sandbox_needs_its_own_sandbox_annotation_only(runtime, bundle, 
 
 def test_a_pod_container_with_a_terminal(runtime, bundle, tmp_path):
     sid = start_pod(runtime, bundle, tmp_path)
-    sock_path = os.path.join(runtime.short_dir(), "console.sock")
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(sock_path)
-    srv.listen(1)
     cid = runtime.new_id("t")
     b = bundle(["sh"], terminal=True, files={"marker": "with-a-tty\n"}, annotations=pod_of(sid))
-    bg = runtime.popen("create", "--bundle", b, "--console-socket", sock_path, "--pid-file",
-                       tmp_path / "t.pid", cid)
-    try:
-        master = _accept_console(srv, bg)
-    finally:
-        srv.close()
+    bg, master = create_with_console(runtime, b, cid, tmp_path / "t.pid")
     try:
         assert_ok(bg.wait(60), what="create --console-socket of a pod's container")
         runtime.start(cid)
-        text = talk_to_console(master, b"tty; cat /marker; exit 0\n", b"with-a-tty")
+        text = talk(master, b"tty; cat /marker; exit 0\n", b"with-a-tty")
         assert "/dev/pts/" in text and "with-a-tty" in text, f"through the pty: {text!r}"
     finally:
         os.close(master)
