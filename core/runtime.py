@@ -822,6 +822,13 @@ def cmd_exec(config, pm, argv):
         waiter = os.fork()
         if waiter == 0:  # lives as long as the process and exits with its status
             os.setsid()
+            # The sandbox holds the process's stdio. Our caller's must close
+            # here: containerd's shim reads this command's output to its end
+            # before it takes the pty master (docker exec -it).
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(null)
             msg = _next_message(conn, unpacker)
             os._exit(msg.get("exit", 137) if msg else 137)
         conn.close()

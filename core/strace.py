@@ -20,6 +20,7 @@ to printing the raw value in hex.
 from __future__ import annotations
 
 import errno as _errno
+import logging
 import os
 import socket
 import struct
@@ -974,6 +975,19 @@ class _Call:
         self.blocked = False
 
 
+class _LogStream:
+    """A text stream whose lines go to a logger."""
+
+    def __init__(self, log: logging.Logger):
+        self.log = log
+
+    def write(self, text: str) -> None:
+        self.log.info(text.rstrip("\n"))
+
+    def flush(self) -> None:
+        pass
+
+
 class Strace:
     """The syscall tracer behind ``--strace``."""
 
@@ -1007,6 +1021,8 @@ class Strace:
         if isinstance(names, str):
             names = [n for n in names.split(",") if n.strip()]
         size = config.get("strace-log-size")
+        if out is None and config.get("debug-log"):  # as runsc: the trace goes to the debug log
+            out = _LogStream(logging.getLogger("pysc.strace"))
         return cls(names, DEFAULT_LOG_SIZE if size is None else size, out)
 
     # --- dispatcher interface ---

@@ -85,6 +85,16 @@ def test_openat():
     ]
 
 
+def test_goes_to_the_debug_log_when_there_is_one(caplog):
+    """As runsc: with --debug-log the trace is in the Sentry's log, not on
+    the stderr a detached sandbox has no reader for."""
+    st = Strace.from_config(Cfg({"strace": True, "debug-log": "/tmp/x/"}))
+    t = FakeTask(3, {0x1000: b"/etc/passwd\0"})
+    with caplog.at_level("INFO", logger="pysc.strace"):
+        run(st, t, "openat", (AT_FDCWD, 0x1000, C.O_RDONLY), 3)
+    assert [r.getMessage() for r in caplog.records] == ['[   3] openat(AT_FDCWD, "/etc/passwd", O_RDONLY) = 3']
+
+
 def test_errors_rendered():
     st, out = tracer()
     t = FakeTask(7, {0x1000: b"/nope\0"})

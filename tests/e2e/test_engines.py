@@ -266,9 +266,8 @@ def on_a_terminal(argv: list[str], typed: bytes, until: bytes, timeout: float = 
 
 
 def test_exec_with_a_tty(engine):
-    """`podman exec -it`: an interactive shell gets its terminal and job control."""
-    if isinstance(engine, Docker):  # it hangs, and leaves the exec's processes to the teardown
-        pytest.skip("known bug, open: `docker exec -it` gets no output from pysc yet")
+    """`docker exec -it`, `podman exec -it`: an interactive shell gets its
+    terminal and job control."""
     r = engine.run("run", "-d", *engine.run_flags, engine.image, "sleep", "1000")
     assert r.returncode == 0, f"{r}\n{engine.diag()}"
     cid = r.stdout.strip()

@@ -653,18 +653,23 @@ def _accept_console(srv: socket.socket, bg, timeout: float = 60) -> int:
     pytest.fail(f"nothing connected to --console-socket within {timeout} s\n{show(bg.result())}")
 
 
-def create_with_console(runtime, bundle_dir, cid: str, pid_file) -> tuple:
-    """``create --console-socket`` in the background: (the create, the pty master)."""
+def with_console(runtime, *args) -> tuple:
+    """``pysc ARGS... --console-socket S`` in the background, S a socket of
+    the test's own: (the pysc command, the pty master it sent)."""
     sock_path = os.path.join(runtime.short_dir(), "console.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(sock_path)
     srv.listen(1)
-    bg = runtime.popen("create", "--bundle", bundle_dir, "--console-socket", sock_path,
-                       "--pid-file", pid_file, cid)
+    bg = runtime.popen(*args[:-1], "--console-socket", sock_path, args[-1])
     try:
         return bg, _accept_console(srv, bg)
     finally:
         srv.close()
+
+
+def create_with_console(runtime, bundle_dir, cid: str, pid_file) -> tuple:
+    """``create --console-socket`` in the background: (the create, the pty master)."""
+    return with_console(runtime, "create", "--bundle", bundle_dir, "--pid-file", pid_file, cid)
 
 
 def test_console_socket_gets_the_pty_master(runtime, bundle, tmp_path):
@@ -679,3 +684,38 @@ def test_console_socket_gets_the_pty_master(runtime, bundle, tmp_path):
     finally:
         os.close(master)
     runtime.wait_status(cid, "stopped", timeout=30)
+
+
+def test_exec_with_a_console_socket(runtime, bundle, tmp_path):
+    """containerd's shim for ``docker exec -it``: ``exec --process FILE
+    --detach --console-socket S --pid-file P``, then an interactive shell on
+    the pty master it was sent; the pid file's process ends with the shell
+    (its status goes to the subreaper, the shim; test_exec_into_a_running_container
+    checks exec statuses)."""
+    d = runtime.unique_secs()
+    cid, _ = runtime.create_and_start(bundle(["sleep", d]))
+    proc = {"terminal": True, "user": {"uid": 0, "gid": 0, "additionalGids": [0]}, "args": ["sh"],
+            "env": ["PATH=/bin", "TERM=xterm"], "cwd": "/",
+            "capabilities": {k: ["CAP_CHOWN", "CAP_KILL"] for k in ("bounding", "effective", "permitted")}}
+    pfile = tmp_path / "process.json"
+    pfile.write_text(json.dumps(proc))
+    pid_file = tmp_path / "exec.pid"
+    bg, master = with_console(runtime, "exec", "--process", pfile, "--detach", "--pid-file", pid_file, cid)
+    try:
+        assert_ok(bg.wait(60), what="exec --detach --console-socket")
+        waiter = int(pid_file.read_text())
+        # The shim reads exec's output to its end before it takes the master:
+        # nothing left behind may hold it open.
+        held = {os.path.realpath(bg.out_path), os.path.realpath(bg.err_path)}
+        for fd in os.listdir(f"/proc/{waiter}/fd"):
+            assert os.path.realpath(f"/proc/{waiter}/fd/{fd}") not in held, \
+                f"the pid file's process keeps exec's stdout or stderr open (its fd {fd})"
+        text = talk(master, b"tty; echo typed-$((40+2)); exit 3\n", b"typed-42", prompt=b"# ")
+        assert "typed-42" in text and "/dev/pts/" in text, f"no interactive shell on the pty: {text!r}"
+    finally:
+        os.close(master)
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{waiter}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{waiter}"), "the pid file's process outlived the shell"
+    assert runtime.state(cid).get("status") == "running", "the exec disturbed the container"
