@@ -12,6 +12,7 @@ from pysc.core.abi import consts as C
 from pysc.core.dispatch import Dispatcher, SyscallTable
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.fdtable import FDTable
+from pysc.core.pidns import PID_MAX, PIDNamespace
 from pysc.core.plugins import call_in_order
 from pysc.core.task import Credentials, FSContext, Task, ThreadGroup
 
@@ -24,7 +25,6 @@ log = logging.getLogger("pysc.sentry")
 UTS_RELEASE = "4.4.0"
 UTS_VERSION = "#1 SMP Sun Jan 10 15:06:54 PST 2016"
 CLOCK_TICKS = 100
-PID_MAX = 4194304
 
 
 class Kernel:
@@ -45,6 +45,7 @@ class Kernel:
         self.tasks: dict[int, Task] = {}
         self.thread_groups: dict[int, ThreadGroup] = {}
         self.init: ThreadGroup | None = None
+        self.root_pidns = PIDNamespace(self)  # the sandbox's; Kernel ids are its numbers
         self.exit_status: int | None = None  # init's wait status
         self.table = SyscallTable(sentry_owned)
         call_in_order(pm.hook.pysc_syscalls, table=self.table, platform=platform_name)
@@ -93,16 +94,46 @@ class Kernel:
         self.init = task.tg
         return task
 
-    def new_process(self, tid: int, creds: Credentials, fs: FSContext, fdtable: FDTable, ctx) -> Task:
-        """A process started from outside (init, or `exec` into the sandbox)."""
+    def new_process(self, tid: int, creds: Credentials, fs: FSContext, fdtable: FDTable, ctx,
+                    pidns: PIDNamespace | None = None, ns_ids: tuple[int, ...] = ()) -> Task:
+        """A process started from outside (init, or `exec` into the sandbox),
+        in ``pidns`` (default: the sandbox's); a namespace without an init
+        gets this process as its init."""
         tg = ThreadGroup(self, tid, None)
+        tg.pidns = self.root_pidns if pidns is None else pidns
         task = Task(self, tg, tid, creds, fs, fdtable, ctx)
         self.thread_groups[tid] = tg
         self.tasks[tid] = task
+        self._number(tg.pidns, tid, ns_ids)
+        if tg.pidns.init is None and not tg.pidns.is_root:
+            tg.pidns.init = tg
         return task
 
-    def clone_task(self, parent: Task, tid: int, flags: int, ctx) -> Task:
-        """A task made by fork/vfork/clone in ``parent`` with clone ``flags``."""
+    def _number(self, pidns: PIDNamespace, tid: int, ns_ids: tuple[int, ...]) -> None:
+        """Give kernel id ``tid`` its numbers in the namespaces below the
+        root: ``ns_ids`` (outermost first) where the host chose them, else
+        fresh ones."""
+        chain = pidns.chain()
+        if not chain:
+            return
+        if len(ns_ids) != len(chain):
+            ns_ids = tuple(ns.alloc() for ns in chain)
+        for ns, nid in zip(chain, ns_ids):
+            ns.add(tid, nid)
+
+    def _release_id(self, kid: int, pidns: PIDNamespace) -> None:
+        """Kernel id ``kid`` may have no user left: drop its numbers below the root."""
+        if pidns.is_root or kid in self.tasks or kid in self.thread_groups:
+            return
+        if any(tg.pgid == kid or tg.sid == kid for tg in self.thread_groups.values()):
+            return
+        for ns in pidns.chain():
+            ns.forget(kid)
+
+    def clone_task(self, parent: Task, tid: int, flags: int, ctx, ns_ids: tuple[int, ...] = ()) -> Task:
+        """A task made by fork/vfork/clone in ``parent`` with clone ``flags``;
+        ``ns_ids`` are its numbers in the namespaces below the root, where
+        the host gave them."""
         fdt = parent.fdtable if flags & C.CLONE_FILES else parent.fdtable.copy()
         fs = parent.fs if flags & C.CLONE_FS else parent.fs.copy()
         if flags & C.CLONE_THREAD:
@@ -115,10 +146,12 @@ class Kernel:
             tg.argv, tg.envp = parent.tg.argv, parent.tg.envp
             tg.exit_signal = flags & C.CSIGNAL
             tg.sighand = parent.tg.sighand if flags & C.CLONE_SIGHAND else parent.tg.sighand.copy()
+            tg.pidns = parent.tg.pidns
             self.thread_groups[tid] = tg
         task = Task(self, tg, tid, parent.creds.copy(), fs, fdt, ctx)
         task.sigmask = parent.sigmask
         self.tasks[tid] = task
+        self._number(tg.pidns, tid, ns_ids)
         return task
 
     def task_exited(self, task: Task, wait_status: int) -> None:
@@ -129,6 +162,7 @@ class Kernel:
         self.unpark(task)
         if self.tasks.get(task.tid) is task:  # (an exec may have given its tid to another thread)
             del self.tasks[task.tid]
+            self._release_id(task.tid, task.tg.pidns)
         tg = task.tg
         if task in tg.tasks:
             tg.tasks.remove(task)
@@ -145,22 +179,25 @@ class Kernel:
         locks = self.objects.get("locks")
         if locks is not None:
             locks.release_owner(tg)  # POSIX record locks die with their process
-        orphans = [c for c in tg.children if c is not self.init]
+        reaper = tg.pidns.init if tg.pidns.init is not None and tg.pidns.init.alive else self.init
+        orphans = [c for c in tg.children if c is not reaper]
         tg.children = []
-        for child in orphans:  # reparented to init, as Linux does
-            child.parent = self.init
-            if self.init is not None and self.init is not tg:
-                self.init.children.append(child)
-        if self.sentry_reaps and self.init is not None and self.init is not tg \
+        for child in orphans:  # reparented to their namespace's init, as Linux does
+            child.parent = reaper
+            if reaper is not None and reaper is not tg:
+                reaper.children.append(child)
+        if self.sentry_reaps and reaper is not None and reaper is not tg \
                 and any(not c.alive for c in orphans):
-            self.init.child_exit.notify()
+            reaper.child_exit.notify()
         if tg is self.init:
             self.exit_status = wait_status
         parent = tg.parent
         if self.sentry_reaps and parent is not None and tg in parent.children:
             self._notify_parent(tg, wait_status)
             return
-        self.thread_groups.pop(tg.pid, None)
+        if self.thread_groups.get(tg.pid) is tg:
+            del self.thread_groups[tg.pid]
+            self._release_id(tg.pid, tg.pidns)
         if parent is not None and tg in parent.children:
             parent.children.remove(tg)
             parent.child_exit.notify()
@@ -177,7 +214,7 @@ class Kernel:
                 code, status = (C.CLD_DUMPED if wait_status & 0x80 else C.CLD_KILLED), wait_status & 0x7F
             else:
                 code, status = C.CLD_EXITED, wait_status >> 8
-            info = pack_siginfo(tg.exit_signal, code, pid=tg.pid, uid=0, status=status)
+            info = pack_siginfo(tg.exit_signal, code, pid=parent.pidns.pid_of(tg), uid=0, status=status)
             signals.send(self, parent, tg.exit_signal, info, from_kernel=True)
         if tg.exit_signal == C.SIGCHLD and (act.handler == C.SIG_IGN or act.flags & C.SA_NOCLDWAIT):
             self.reap(tg)
@@ -190,6 +227,7 @@ class Kernel:
             tg.parent.children.remove(tg)
         if self.thread_groups.get(tg.pid) is tg:
             del self.thread_groups[tg.pid]
+            self._release_id(tg.pid, tg.pidns)
 
     def alloc_pid(self) -> int:
         """A free pid (also used for thread ids), counting up and wrapping as

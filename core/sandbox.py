@@ -17,6 +17,7 @@ from pysc.core.file import HostFDFile
 from pysc.core.fs.overlay import OverlayFS
 from pysc.core.fs.tmpfs import TmpFS
 from pysc.core.kernel import Kernel
+from pysc.core.pidns import PIDNamespace
 from pysc.core.coreflags import DEFAULT_PLATFORM, FALLBACK_PLATFORM
 from pysc.core.plugins import platform_class, platforms
 from pysc.core.sandbox_paths import debug_log_path
@@ -72,7 +73,8 @@ class Sandbox:
         self.kernel.platform = self.platform
         self.gofer = None
         self.root_fds: list[int] = []  # one per gofer mount: for directfs, below which the Sentry walks
-        self.containers: dict[str, tuple[VFS, str]] = {}  # joined containers: mount tree, host root
+        # joined containers: mount tree, host root, pid namespace
+        self.containers: dict[str, tuple[VFS, str, PIDNamespace]] = {}
         self.killed_by: int | None = None  # a signal to pysc that ended the sandbox
 
     # --- filesystems ---
@@ -95,11 +97,12 @@ class Sandbox:
             self.root_fds = self.gofer.root_fds
         self.kernel.vfs = self._make_tree(root_path, binds, root_readonly, self._gofer_fs)
 
-    def _make_tree(self, root_path: str, binds, root_readonly: bool, fs_of) -> VFS:
+    def _make_tree(self, root_path: str, binds, root_readonly: bool, fs_of,
+                   pidns: PIDNamespace | None = None) -> VFS:
         """A container's mount tree: its root (below the in-memory overlay
-        unless --overlay2=none), /proc, /dev, /dev/shm, /sys, then ``binds``.
-        ``fs_of(index, source, readonly)`` gives the filesystem of gofer mount
-        ``index``."""
+        unless --overlay2=none), /proc (of ``pidns``, default the sandbox's),
+        /dev, /dev/shm, /sys, then ``binds``.  ``fs_of(index, source,
+        readonly)`` gives the filesystem of gofer mount ``index``."""
         overlay = self.config.overlay2 == "root:memory"
         lower = fs_of(0, root_path, overlay)
         if overlay:
@@ -112,7 +115,10 @@ class Sandbox:
         fstypes = {}
         for result in self.pm.hook.pysc_filesystems():
             fstypes.update(result)
-        self.mount(b"/proc", "proc", fstypes["proc"](self.kernel), "proc", vfs=vfs)
+        proc = fstypes["proc"](self.kernel)
+        if pidns is not None:
+            proc.pidns = pidns
+        self.mount(b"/proc", "proc", proc, "proc", vfs=vfs)
         self.mount(b"/dev", "devfs", fstypes["devfs"](self.kernel), "tmpfs", "mode=755", vfs=vfs)
         self.mount(b"/dev/shm", "tmpfs", TmpFS(mode=0o1777), "tmpfs", "mode=1777", vfs=vfs)
         self.mount(b"/sys", "sysfs", fstypes["sysfs"](self.kernel), "sysfs", readonly=True, vfs=vfs)
@@ -307,8 +313,9 @@ class Sandbox:
                       fds: list[int]) -> None:
         """Give container ``cid`` of the pod its own mount tree, over the mount
         roots its `pysc create` donated (``fds``: the root, then ``binds``).
-        It shares everything else with the sandbox: kernel, pids, network,
-        hostname.  Runs on the tracer thread."""
+        and its own pid namespace, as under Kubernetes; it shares everything
+        else with the sandbox: kernel, network, hostname.  Runs on the tracer
+        thread."""
         if not self.config.directfs:
             raise SandboxError("a container joins a pod sandbox only with --directfs")
         if cid in self.containers:
@@ -321,11 +328,12 @@ class Sandbox:
         def fs_of(index: int, source: str, readonly: bool):
             return HostFS(fds[index], readonly=readonly, exclusive=exclusive, source=source)
 
-        vfs = self._make_tree(root_path, binds, root_readonly, fs_of)
+        pidns = PIDNamespace(self.kernel, self.kernel.root_pidns)
+        vfs = self._make_tree(root_path, binds, root_readonly, fs_of, pidns)
         for dest, ro in tmpfs:
             self.mount(os.fsencode(dest), "tmpfs", TmpFS(mode=0o1777), "tmpfs", readonly=ro, create=True,
                        vfs=vfs)
-        self.containers[cid] = (vfs, root_path)
+        self.containers[cid] = (vfs, root_path, pidns)
 
     def remove_container(self, cid: str) -> "weakref.ref[VFS] | None":
         """Container ``cid``'s init has exited: as when the init of a pid
@@ -354,7 +362,8 @@ class Sandbox:
         Runs on the tracer thread; returns (host pid, ThreadGroup)."""
         if container is not None and container not in self.containers:
             raise SandboxError(f"no container {container} in this sandbox")
-        vfs, root_path = self.containers[container] if container else (self.kernel.vfs, self.root_path)
+        vfs, root_path, pidns = self.containers[container] if container \
+            else (self.kernel.vfs, self.root_path, self.kernel.root_pidns)
         try:
             cwd_d = vfs.walk(None, vfs.root, cwd)
         except SyscallError:
@@ -368,15 +377,15 @@ class Sandbox:
 
         ttys = {os.fstat(fd).st_rdev for fd in stdio[:3] if os.isatty(fd)}
 
-        def make_task(ctx, ns_pid):
-            task = self.kernel.new_process(ns_pid, creds, fs, fdt, ctx)
+        def make_task(ctx, tid, ns_ids):
+            task = self.kernel.new_process(tid, creds, fs, fdt, ctx, pidns, ns_ids)
             ctx.task = task
             made.append(task)
             for rdev in ttys:  # its terminal's foreground process group is its own
                 self.kernel.objects.setdefault("tty_pgrp", {})[rdev] = task.tg.pgid
 
         try:
-            hostpid = self.platform.spawn_process(root_path, path, argv, env, make_task)
+            hostpid = self.platform.spawn_process(root_path, path, argv, env, make_task, pidns)
         except BaseException:
             if not made:
                 fdt.close_all()

@@ -11,6 +11,7 @@ from pysc.core.waitqueue import WaitQueue
 
 if TYPE_CHECKING:
     from pysc.core.kernel import Kernel
+    from pysc.core.pidns import PIDNamespace
     from pysc.core.vfs import VFS, Dentry
 
 CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 0, 1, 2, 3
@@ -107,6 +108,8 @@ class ThreadGroup:
         self.parent = parent
         self.children: list[ThreadGroup] = []
         self.tasks: list[Task] = []
+        # the namespace its numbers are seen in (getpid, kill, /proc): its parent's
+        self.pidns: "PIDNamespace" = parent.pidns if parent else kernel.root_pidns
         self.pgid = parent.pgid if parent else pid
         self.sid = parent.sid if parent else pid
         self.rlimits = parent.rlimits.copy() if parent else Rlimits()
@@ -177,6 +180,10 @@ class Task:
     @property
     def pid(self) -> int:
         return self.tg.pid
+
+    @property
+    def pidns(self) -> "PIDNamespace":
+        return self.tg.pidns
 
     @property
     def vfs(self) -> "VFS":

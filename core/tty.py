@@ -51,16 +51,19 @@ def host_tty_ioctl(f, task, cmd: int, arg: int) -> int:
         raise SyscallError(e.errno) from None
     if cmd == C.TIOCGPGRP:
         pgrp = foreground.get(rdev) or (kernel.init.pgid if kernel.init else 1)
-        task.mem.write_u32(arg, pgrp)
+        task.mem.write_u32(arg, task.pidns.id_of(pgrp))
         return 0
     if cmd == C.TIOCSPGRP:
         pgrp = struct.unpack("<i", task.mem.read(arg, 4))[0]
         if pgrp <= 0:
             raise SyscallError(C.EINVAL)
-        foreground[rdev] = pgrp
+        group = task.pidns.kernel_id(pgrp)
+        if group is None:
+            raise SyscallError(C.EPERM)
+        foreground[rdev] = group
         return 0
     if cmd == C.TIOCGSID:
-        task.mem.write_u32(arg, task.tg.sid)
+        task.mem.write_u32(arg, task.pidns.id_of(task.tg.sid))
         return 0
     if cmd in (C.TIOCSCTTY, C.TIOCNOTTY):
         return 0

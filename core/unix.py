@@ -76,9 +76,10 @@ def new_ino(kernel) -> int:
 def task_ucred(t: "Task", effective: bool = True) -> tuple[int, int, int]:
     """(pid, uid, gid) as SO_PEERCRED (effective ids) or SCM_CREDENTIALS (real ids) give them."""
     c = t.creds
+    pid = t.pidns.id_of(t.tg.pid)
     if effective:
-        return (t.tg.pid, c.euid, c.egid)
-    return (t.tg.pid, c.uid, c.gid)
+        return (pid, c.euid, c.egid)
+    return (pid, c.uid, c.gid)
 
 
 def pack_int(v: int) -> bytes:
@@ -730,7 +731,7 @@ class UnixSocket(SocketFile):
                     raise SyscallError(C.EINVAL)
                 pid, uid, gid = UCRED.unpack_from(payload)
                 c = t.creds
-                if pid != t.tg.pid and not c.has_cap(21):
+                if pid != t.pidns.id_of(t.tg.pid) and not c.has_cap(21):
                     raise SyscallError(C.EPERM)
                 if uid not in (c.uid, c.euid, c.suid) and not c.has_cap(7):
                     raise SyscallError(C.EPERM)

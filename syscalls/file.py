@@ -312,7 +312,7 @@ def _record_lock(t, f, cmd, arg):
             out = FLOCK.pack(C.F_UNLCK, C.SEEK_SET, start, length, 0)
         else:
             out = FLOCK.pack(C.F_WRLCK if lk.write else C.F_RDLCK, C.SEEK_SET, lk.start,
-                             0 if lk.end == END else lk.end - lk.start, -1 if ofd else lk.pid)
+                             0 if lk.end == END else lk.end - lk.start, -1 if ofd else t.pidns.id_of(lk.pid))
         t.mem.write(arg, out)
         return 0
     if typ == C.F_RDLCK and not f.readable or typ == C.F_WRLCK and not f.writable:

@@ -220,7 +220,7 @@ def capget(t, hdrp, datap, *_):
         return 0
     if not datap:
         return 0
-    tg = t.tg if pid == 0 else t.kernel.find_tg(pid)
+    tg = t.tg if pid == 0 else t.pidns.tg(pid)
     if tg is None or not tg.tasks:
         raise SyscallError(C.ESRCH)
     c = tg.tasks[0].creds if pid else t.creds
@@ -240,7 +240,7 @@ def capset(t, hdrp, datap, *_):
     if version not in (CAP_V1, CAP_V2, CAP_V3):
         t.mem.write_u32(hdrp, CAP_V3)
         raise SyscallError(C.EINVAL)
-    if pid not in (0, t.tid):
+    if pid not in (0, t.pidns.id_of(t.tid)):
         raise SyscallError(C.EPERM)
     words = 1 if version == CAP_V1 else 2
     raw = t.mem.read(datap, 12 * words)

@@ -80,18 +80,17 @@ def unshare(t, *_):
 # --- ids of processes ---
 @syscall()
 def getpid(t, *_):
-    return t.tg.pid
+    return t.pidns.id_of(t.tg.pid)
 
 
 @syscall()
 def gettid(t, *_):
-    return t.tid
+    return t.pidns.id_of(t.tid)
 
 
 @syscall()
 def getppid(t, *_):
-    p = t.tg.parent
-    return p.pid if p is not None else 0
+    return t.pidns.pid_of(t.tg.parent)
 
 
 @syscall()
@@ -105,10 +104,13 @@ def setsid(t, *_):
 @syscall()
 def setpgid(t, pid, pgid, *_):
     pid, pgid = s32(pid), s32(pgid)
-    tg = t.tg if pid == 0 else t.kernel.find_tg(pid)
+    tg = t.tg if pid == 0 else t.pidns.tg(pid)
     if tg is None or pgid < 0:
         raise SyscallError(C.ESRCH if tg is None else C.EINVAL)
-    tg.pgid = tg.pid if pgid == 0 else pgid
+    group = tg.pid if pgid == 0 else t.pidns.kernel_id(pgid)
+    if group is None:  # no such process group in the caller's namespace
+        raise SyscallError(C.EPERM)
+    tg.pgid = group
     return CONTINUE
 
 
@@ -158,7 +160,7 @@ def pidfd_open(t, pid, flags, *_):
     pid = s32(pid)
     if flags & ~C.O_NONBLOCK or pid <= 0:
         raise SyscallError(C.EINVAL)
-    tg = t.kernel.find_tg(pid)
+    tg = t.pidns.tg(pid)
     if tg is None:
         raise SyscallError(C.ESRCH)
     return t.fdtable.install(PidFD(tg, flags), True)
@@ -204,9 +206,9 @@ def prctl(t, option, a2, a3, a4, a5, *_):
 # --- rlimits ---
 def _target_tg(t, pid):
     pid = s32(pid)
-    if pid == 0 or pid == t.tg.pid:
+    if pid == 0:
         return t.tg
-    tg = t.kernel.find_tg(pid)
+    tg = t.pidns.tg(pid)
     if tg is None:
         raise SyscallError(C.ESRCH)
     return tg

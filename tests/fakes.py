@@ -10,6 +10,7 @@ from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError
 from pysc.core.fdtable import FDTable
 from pysc.core.fs.tmpfs import TmpFS
+from pysc.core.pidns import PIDNamespace
 from pysc.core.task import Credentials, FSContext, Rlimits
 from pysc.core.vfs import VFS, Mount
 
@@ -64,8 +65,10 @@ class FakeMem:
 def make_kernel(network="host"):
     fs = TmpFS()
     vfs = VFS(Mount(fs, fs.root, b"/", "tmpfs", "tmpfs"))
-    return SimpleNamespace(objects={}, network=network, vfs=vfs, anon_ino=itertools.count(5000),
-                           config={})
+    kernel = SimpleNamespace(objects={}, network=network, vfs=vfs, anon_ino=itertools.count(5000),
+                             config={}, tasks={}, thread_groups={})
+    kernel.root_pidns = PIDNamespace(kernel)
+    return kernel
 
 
 _pids = itertools.count(100)
@@ -77,7 +80,8 @@ def make_task(kernel=None, uid=0, network="host"):
     return SimpleNamespace(
         kernel=kernel, fdtable=FDTable(), mem=FakeMem(), creds=Credentials.for_ids(uid, uid),
         tg=SimpleNamespace(pid=pid, rlimits=Rlimits()), tid=pid,
-        fs=FSContext(kernel.vfs.root, kernel.vfs.root), ctx=SimpleNamespace(), vfs=kernel.vfs)
+        fs=FSContext(kernel.vfs.root, kernel.vfs.root), ctx=SimpleNamespace(), vfs=kernel.vfs,
+        pidns=kernel.root_pidns)
 
 
 def sc(fn, t, *args):

@@ -16,6 +16,7 @@ from pysc.core.fs import devfs
 from pysc.core.fs.devfs import DEVICES, make_devfs, open_device
 from pysc.core.fs.procfs import ProcFS
 from pysc.core.fs.tmpfs import TmpFS
+from pysc.core.pidns import PIDNamespace
 from pysc.core.task import Credentials, FSContext, Task, ThreadGroup
 from pysc.core.vfs import VFS, Mount
 
@@ -28,6 +29,7 @@ class FakeKernel:
     def __init__(self):
         self.tasks, self.thread_groups, self.current, self.vfs = {}, {}, None, None
         self.objects = {}
+        self.root_pidns = PIDNamespace(self)
         self.t0 = time.monotonic()
 
     def uptime(self):

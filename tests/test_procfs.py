@@ -15,6 +15,7 @@ from pysc.core.file import File
 from pysc.core.fs.procfs import ProcFS
 from pysc.core.fs.sysfs import SysFS
 from pysc.core.fs.tmpfs import TmpFS
+from pysc.core.pidns import PIDNamespace
 from pysc.core.task import Credentials, FSContext, Task, ThreadGroup
 from pysc.core.vfs import VFS, Mount
 
@@ -28,6 +29,7 @@ class FakeKernel:
 
     def __init__(self):
         self.tasks = {}
+        self.root_pidns = PIDNamespace(self)
         self.thread_groups = {}
         self.current = None
         self.vfs = None

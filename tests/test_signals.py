@@ -5,6 +5,7 @@ from __future__ import annotations
 from pysc.core import signals
 from pysc.core.abi import consts as C
 from pysc.core.futex import FutexTable, FutexWait
+from pysc.core.pidns import PIDNamespace
 from pysc.core.signals import SigAction, SigHand, SigPending, bit
 
 
@@ -45,6 +46,7 @@ class FakeKernel:
     def __init__(self):
         self.platform = FakePlatform()
         self.init = None
+        self.root_pidns = PIDNamespace(self)
 
 
 def setup(masks=(0,)):

@@ -207,6 +207,7 @@ class ProcFS(SynthFS):
     def __init__(self, kernel) -> None:
         super().__init__()
         self.k = kernel
+        self.pidns = kernel.root_pidns  # the one it was mounted in: its pids are that one's numbers
         self.boot_id = random_uuid()
         self.oom_score_adj: "weakref.WeakKeyDictionary[ThreadGroup, int]" = weakref.WeakKeyDictionary()
         self._cpuinfo: bytes | None = None
@@ -218,7 +219,8 @@ class ProcFS(SynthFS):
     # ------------------------------------------------------------------
     def _tg(self, pid: int) -> "ThreadGroup | None":
         tg = self.k.thread_groups.get(pid)
-        if tg is None or not tg.tasks or getattr(tg, "exit_status", None) is not None:
+        if tg is None or not tg.tasks or getattr(tg, "exit_status", None) is not None \
+                or not self.pidns.sees(tg):
             return None
         return tg
 
@@ -296,10 +298,11 @@ class ProcFS(SynthFS):
     def _build_root(self):
         f = self.file
         static: dict[bytes, SynthInode] = {
-            b"self": self.symlink(("self",), lambda: b"%d" % self._current().tg.pid),
+            b"self": self.symlink(("self",), lambda: b"%d" % self.pidns.id_of(self._current().tg.pid)),
             b"thread-self": self.symlink(
                 ("thread-self",),
-                lambda: b"%d/task/%d" % (self._current().tg.pid, self._current().tid)),
+                lambda: b"%d/task/%d" % (self.pidns.id_of(self._current().tg.pid),
+                                         self.pidns.id_of(self._current().tid))),
             b"mounts": self.symlink(("mounts",), b"self/mounts"),
             b"meminfo": f(("meminfo",), self._meminfo),
             b"cpuinfo": f(("cpuinfo",), self._cpuinfo_text),
@@ -316,7 +319,7 @@ class ProcFS(SynthFS):
         def entries():
             out = dict(static)
             for pid in self.live_pids():
-                out[b"%d" % pid] = self._pid_dir(pid, None)
+                out[b"%d" % self.pidns.id_of(pid)] = self._pid_dir(pid, None)
             return out
 
         def lookup(name: bytes):
@@ -324,7 +327,9 @@ class ProcFS(SynthFS):
                 return static[name]
             if not name.isdigit() or name.startswith(b"0"):
                 return None
-            n = int(name)
+            n = self.pidns.kernel_id(int(name))
+            if n is None:
+                return None
             if self._tg(n) is not None:
                 return self._pid_dir(n, None)
             # A thread's tid works too, though /proc does not list it.
@@ -440,7 +445,7 @@ class ProcFS(SynthFS):
         tg = self._tg(pid)
         if tg is None:
             return {}
-        return {b"%d" % t.tid: self._pid_dir(pid, t.tid)
+        return {b"%d" % self.pidns.id_of(t.tid): self._pid_dir(pid, t.tid)
                 for t in sorted(tg.tasks, key=lambda t: t.tid) if not getattr(t, "exited", False)}
 
     # --- magic links ------------------------------------------------------
@@ -564,7 +569,7 @@ class ProcFS(SynthFS):
         p = tg.parent
         if p is None or self._tg(p.pid) is not p:
             return 0
-        return p.pid
+        return self.pidns.id_of(p.pid)
 
     def _stat(self, pid, tid) -> bytes:
         tg, task = self._need(pid, tid)
@@ -579,12 +584,13 @@ class ProcFS(SynthFS):
                 host_state = rest[0].decode(errors="replace")
         else:
             f[18], f[25] = b"20", b"%d" % C.RLIM_INFINITY
-        f[1] = b"%d" % (task.tid if tid is not None else pid)
+        ns = self.pidns.id_of
+        f[1] = b"%d" % ns(task.tid if tid is not None else pid)
         f[2] = b"(" + tg.comm + b")"
         f[3] = self._state(tg, task, host_state).encode()
         f[4] = b"%d" % self._ppid(tg)
-        f[5] = b"%d" % tg.pgid
-        f[6] = b"%d" % tg.sid
+        f[5] = b"%d" % ns(tg.pgid)
+        f[6] = b"%d" % ns(tg.sid)
         f[7] = b"0"   # no controlling tty in the sandbox's terms
         f[8] = b"-1"
         f[20] = b"%d" % len(tg.tasks)
@@ -606,23 +612,24 @@ class ProcFS(SynthFS):
         fdsize = 64
         while fds and fdsize <= max(fds):
             fdsize *= 2
+        ns = self.pidns.id_of
         lines = [
             ("Name", tg.comm.decode(errors="replace")),
             ("Umask", "%04o" % task.fs.umask),
             ("State", _STATE_NAMES.get(state, state)),
-            ("Tgid", tg.pid),
+            ("Tgid", ns(tg.pid)),
             ("Ngid", 0),
-            ("Pid", task.tid),
+            ("Pid", ns(task.tid)),
             ("PPid", self._ppid(tg)),
             ("TracerPid", 0),
             ("Uid", f"{cr.uid}\t{cr.euid}\t{cr.suid}\t{cr.fsuid}"),
             ("Gid", f"{cr.gid}\t{cr.egid}\t{cr.sgid}\t{cr.fsgid}"),
             ("FDSize", fdsize),
             ("Groups", " ".join(str(g) for g in cr.groups)),
-            ("NStgid", tg.pid),
-            ("NSpid", task.tid),
-            ("NSpgid", tg.pgid),
-            ("NSsid", tg.sid),
+            ("NStgid", ns(tg.pid)),
+            ("NSpid", ns(task.tid)),
+            ("NSpgid", ns(tg.pgid)),
+            ("NSsid", ns(tg.sid)),
         ]
         lines += [(k, host[k]) for k in _HOST_STATUS_MEM if k in host]
         lines.append(("Threads", len(tg.tasks)))

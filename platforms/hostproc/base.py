@@ -40,6 +40,19 @@ class HostProcessPlatform:
             finally:
                 os.close(fd)
 
+    @staticmethod
+    def pidns_args(pidns) -> dict:
+        """spawn_joined's arguments for a process in ``pidns``: the host pid
+        namespace of its init, or a new one when it has none yet."""
+        if pidns is None or pidns.is_root:
+            return {}
+        if pidns.init is None:
+            return {"new_pidns": True}
+        leader = pidns.init.leader
+        if leader is None or not pidns.init.alive:
+            raise OSError("the container's init has exited")
+        return {"pidns_of": leader.ctx.tid}
+
     def enter_netns(self) -> None:
         """Make the Sentry's sockets (hostinet) live in the sandbox's network namespace."""
         enter_netns_of(self.spawned.holder_pid)
@@ -138,12 +151,19 @@ def proc_status_fields(pid: int, names: tuple[bytes, ...]) -> dict[bytes, int]:
     return out
 
 
-def ns_pid_of(host_pid: int) -> int:
-    """The pid a host process has in its own (innermost) pid namespace."""
+def ns_pids_of(host_pid: int) -> tuple[int, ...]:
+    """The pids an app process has in the sandbox's pid namespace and in
+    those below it (a pod container's), outermost first: NSpid without the
+    Sentry's own."""
     try:
-        return proc_status_fields(host_pid, (b"NSpid",))[b"NSpid"]
-    except (OSError, KeyError):
-        return host_pid
+        with open(f"/proc/{host_pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"NSpid:"):
+                    ids = tuple(int(v) for v in line.split()[1:])
+                    return ids[1:] or ids
+    except (OSError, ValueError):
+        pass
+    return (host_pid,)
 
 
 def exit_status_of(host_pid: int) -> int | None:

@@ -124,11 +124,19 @@ NAMESPACES = ("user", "ipc", "uts", "net", "mnt", "pid_for_children")
 
 def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int | None,
                  exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
-                 filter_flags: int = 0) -> Spawned:
+                 filter_flags: int = 0, pidns_of: int | None = None, new_pidns: bool = False) -> Spawned:
     """Start another app process (for `exec`) in the namespaces of a running
     sandbox: an intermediate process joins them (the pid namespace applies to
-    its children) and forks the new process, which then goes on as init did."""
+    its children) and forks the new process, which then goes on as init did.
+
+    The new process's pid namespace is the sandbox's, or that of host process
+    ``pidns_of`` (an exec into a pod's container), or with ``new_pidns`` a
+    new one below the sandbox's, where it is pid 1 (a pod container's init)."""
     ns_fds = [os.open(f"/proc/{holder_pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC) for ns in NAMESPACES]
+    if pidns_of is not None:
+        ns_fds.append(os.open(f"/proc/{pidns_of}/ns/pid", os.O_RDONLY | os.O_CLOEXEC))
+    # the host's /proc: the sandbox's mount namespace, joined below, has its own
+    proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if new_pidns else -1
     to_sentry_r, to_sentry_w = os.pipe()
     go_r, go_w = os.pipe()
     pid = os.fork()
@@ -141,21 +149,22 @@ def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int
                 except OSError as e:
                     if e.errno != 22:  # EINVAL: already a member (a namespace the sandbox shares)
                         raise
-            child = os.fork()
-            if child == 0:
+
+            def start() -> None:
                 _init(root, filter_prog, filter_flags, hidden_sock, exec_path, argv, env, go_r)
+
+            if new_pidns:
+                waited, child = _fork_in_new_pidns(proc, start)
+            else:
+                waited = child = os.fork()
+                if child == 0:
+                    start()
             os.write(to_sentry_w, struct.pack("<q", child))
             os.closerange(3, 1 << 16)
-            _, status = os.waitpid(child, 0)
-            if os.WIFSIGNALED(status):  # end the same way, so the Sentry reads the same status
-                sig = os.WTERMSIG(status)
-                signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-                os.kill(os.getpid(), sig)
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+            _exit_as(waited)
         except BaseException:
             os._exit(127)
-    for fd in ns_fds + [to_sentry_w, go_r]:
+    for fd in ns_fds + [to_sentry_w, go_r] + ([proc] if proc >= 0 else []):
         os.close(fd)
     try:
         data = os.read(to_sentry_r, 8)
@@ -166,6 +175,56 @@ def spawn_joined(holder_pid: int, root: str, filter_prog: list, hidden_sock: int
         os.close(go_w)
         raise OSError("could not join the sandbox's namespaces")
     return Spawned(pid, struct.unpack("<q", data)[0], go_w)
+
+
+def _exit_as(child: int) -> None:
+    """Wait for ``child`` and end the same way, so that whoever waits for
+    this process reads the child's status."""
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _fork_in_new_pidns(proc: int, start) -> tuple[int, int]:
+    """Run ``start()`` as pid 1 of a new pid namespace below the sandbox's;
+    returns (the helper to wait for, the new process's host pid).
+
+    This process cannot make that namespace itself: its own pid namespace
+    is the host's, and Linux nests a new one only below the caller's own.  A
+    helper child, which lives in the sandbox's, unshares it and forks the
+    process; its host pid is read from the host's /proc (``proc``)."""
+    r, w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        try:
+            os.close(r)
+            native.prctl(native.PR_SET_PDEATHSIG, signal.SIGKILL)
+            native.unshare(C.CLONE_NEWPID)
+            child = os.fork()
+            if child == 0:
+                os.close(w)
+                start()
+            os.write(w, b"f")
+            os.close(w)
+            _exit_as(child)
+        finally:
+            os._exit(127)
+    os.close(w)
+    try:
+        if os.read(r, 1) != b"f":
+            raise OSError("could not make a pid namespace")
+    finally:
+        os.close(r)
+    fd = os.open(f"{helper}/task/{helper}/children", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+    with open(fd, "rb") as f:
+        children = f.read().split()
+    if len(children) != 1:
+        raise OSError("the new pid namespace has no init")
+    return helper, int(children[0])
 
 
 def _init(root: str, filter_prog: list, filter_flags: int, hidden_sock: int | None, exec_path: bytes,

@@ -274,10 +274,11 @@ class KvmPlatform:
         self.kernel.init.rlimits.set(resource_, soft, hard)
 
     def spawn_process(self, root: str, path: bytes, argv: list[bytes], env: dict[bytes, bytes],
-                      make_task) -> None:
+                      make_task, pidns=None) -> None:
         """`exec` into the running sandbox (on the main thread, lock held): a
-        new process with no parent; there is no host pid to report."""
-        self._new_process(lambda ctx: make_task(ctx, self.kernel.alloc_pid()), path, argv, env)
+        new process with no parent; there is no host pid to report.  The
+        Kernel numbers it in its pid namespace."""
+        self._new_process(lambda ctx: make_task(ctx, self.kernel.alloc_pid(), ()), path, argv, env)
         return None
 
     def _new_process(self, make_task, path: bytes, argv: list[bytes], env: dict[bytes, bytes]) -> None:
@@ -690,9 +691,9 @@ class KvmPlatform:
             else (0, C.SS_DISABLE, 0)
         try:
             if flags & C.CLONE_PARENT_SETTID:
-                pctx.mm.write_u32(ptid, tid)
+                pctx.mm.write_u32(ptid, task.pidns.id_of(tid))
             if flags & C.CLONE_CHILD_SETTID:
-                mm.write_u32(ctid, tid)
+                mm.write_u32(ctid, task.pidns.id_of(tid))
         except SyscallError:
             pass
         if flags & C.CLONE_CHILD_CLEARTID:

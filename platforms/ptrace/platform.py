@@ -25,7 +25,7 @@ from pysc.core.dispatch import CONTINUE
 from pysc.core.errors import SyscallError, TaskGone, WouldBlock
 from pysc.platforms.hostproc import native, seccomp
 from pysc.platforms.hostproc.memory import ProcMemory
-from pysc.platforms.hostproc.base import HostProcessPlatform, HostWaits, ns_pid_of
+from pysc.platforms.hostproc.base import HostProcessPlatform, HostWaits, ns_pids_of
 from pysc.platforms.hostproc.spawn import HIDDEN_FD, spawn_init, spawn_joined
 from pysc.platforms.hostproc.native import (
     PTRACE_CONT, PTRACE_EVENT_CLONE, PTRACE_EVENT_EXEC, PTRACE_EVENT_FORK, PTRACE_EVENT_SECCOMP,
@@ -335,17 +335,19 @@ class PtracePlatform(HostProcessPlatform):
             pass
 
     def spawn_process(self, root: str, exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
-                      make_task) -> int:
-        """Start another app process in the sandbox (on the tracer thread);
-        ``make_task(ctx, ns_pid)`` creates its Task.  Returns its host pid."""
+                      make_task, pidns=None) -> int:
+        """Start another app process in the sandbox (on the tracer thread), in
+        ``pidns`` (default: the sandbox's); ``make_task(ctx, tid, ns_ids)``
+        creates its Task.  Returns its host pid."""
         prog = seccomp.build_filter(seccomp.SECCOMP_RET_TRACE)
         sp = spawn_joined(self.spawned.holder_pid, root, prog, self.fd_sock_peer.fileno(), exec_path,
-                          argv, env)
+                          argv, env, **self.pidns_args(pidns))
         self.other_children[sp.holder_pid] = lambda status: None
         ptrace(PTRACE_SEIZE, sp.init_pid, 0, OPTIONS)
         ctx = PtraceContext(self, sp.init_pid, MM(sp.init_pid))
         self.contexts[sp.init_pid] = ctx
-        make_task(ctx, ns_pid_of(sp.init_pid))
+        tid, *ns_ids = ns_pids_of(sp.init_pid)
+        make_task(ctx, tid, tuple(ns_ids))
         os.write(sp.go_fd, b"g")
         os.close(sp.go_fd)
         return sp.init_pid
@@ -515,9 +517,9 @@ class PtracePlatform(HostProcessPlatform):
             mm.installed = parent.mm.installed if flags & C.CLONE_VM else dict(parent.mm.installed)
         ctx = PtraceContext(self, child_pid, mm)
         self.contexts[child_pid] = ctx
-        ns_tid = ns_pid_of(child_pid)
+        tid, *ns_ids = ns_pids_of(child_pid)
         if parent.task is not None:
-            ctx.task = self.kernel.clone_task(parent.task, ns_tid, flags, ctx)
+            ctx.task = self.kernel.clone_task(parent.task, tid, flags, ctx, tuple(ns_ids))
         early = self.early_stops.pop(child_pid, None)
         if early is not None:
             self.event(child_pid, early)

@@ -38,7 +38,7 @@ from pysc.core.errors import SyscallError, TaskGone, WouldBlock
 from pysc.core.exec import elf_interpreter, exec_fd
 from pysc.core.sandbox_paths import state_dir
 from pysc.platforms.hostproc import seccomp
-from pysc.platforms.hostproc.base import (HostProcessPlatform, HostWaits, exit_status_of, ns_pid_of,
+from pysc.platforms.hostproc.base import (HostProcessPlatform, HostWaits, exit_status_of, ns_pids_of,
                                           proc_status_fields)
 from pysc.platforms.hostproc.execroot import ExecRoot
 from pysc.platforms.hostproc.memory import ProcMemory
@@ -261,14 +261,16 @@ class SeccompPlatform(HostProcessPlatform):
             ctx.listener = listener
 
     def spawn_process(self, root: str, exec_path: bytes, argv: list[bytes], env: dict[bytes, bytes],
-                      make_task) -> int:
-        """Start another app process in the sandbox (on the loop thread);
-        ``make_task(ctx, ns_pid)`` creates its Task.  Returns its host pid."""
+                      make_task, pidns=None) -> int:
+        """Start another app process in the sandbox (on the loop thread), in
+        ``pidns`` (default: the sandbox's); ``make_task(ctx, tid, ns_ids)``
+        creates its Task.  Returns its host pid."""
         sp = spawn_joined(self.spawned.holder_pid, self.exec_root.path, self.filter, None, exec_path,
-                          argv, env, filter_flags=FILTER_FLAGS)
+                          argv, env, filter_flags=FILTER_FLAGS, **self.pidns_args(pidns))
         self.joiners[sp.init_pid] = sp.holder_pid
         ctx = self._new_context(sp.init_pid, MM(sp.init_pid), sp.init_pid)
-        make_task(ctx, ns_pid_of(sp.init_pid))
+        tid, *ns_ids = ns_pids_of(sp.init_pid)
+        make_task(ctx, tid, tuple(ns_ids))
         os.write(sp.go_fd, b"g")
         os.close(sp.go_fd)
         self._take_listener(sp.init_pid)
@@ -471,14 +473,15 @@ class SeccompPlatform(HostProcessPlatform):
         if shared_vm:
             ctx.vm_parent = parent.tid
         ctx.listener = parent.listener
-        ctx.task = self.kernel.clone_task(parent.task, ns_pid_of(pid), flags, ctx)
+        tid, *ns_ids = ns_pids_of(pid)
+        ctx.task = self.kernel.clone_task(parent.task, tid, flags, ctx, tuple(ns_ids))
         return ctx
 
     def adopt(self, tid: int, listener: Listener) -> SeccompContext | None:
         """A thread never seen before, at its first call: a new thread of a
         known process, or a process whose parent has made no call since."""
         try:
-            st = proc_status_fields(tid, (b"Tgid", b"PPid", b"NSpid"))
+            st = proc_status_fields(tid, (b"Tgid", b"PPid"))
         except (OSError, KeyError):
             return None
         tgid = st[b"Tgid"]
@@ -498,7 +501,8 @@ class SeccompPlatform(HostProcessPlatform):
         maker.mm.refs += 1
         ctx = self._new_context(tid, maker.mm, tgid)
         ctx.listener = listener
-        ctx.task = self.kernel.clone_task(maker.task, st[b"NSpid"], THREAD_FLAGS, ctx)
+        ktid, *ns_ids = ns_pids_of(tid)
+        ctx.task = self.kernel.clone_task(maker.task, ktid, THREAD_FLAGS, ctx, tuple(ns_ids))
         return ctx
 
     # --- exec and exit ---

@@ -67,7 +67,7 @@ def do_clone(t, flags: int, stack: int, ptid: int, ctid: int, tls: int, exit_sig
         fd = t.fdtable.install(PidFD(child.tg, 0), True)
         t.mem.write_u32(pidfd_ptr, fd)
     platform.vfork_wait(t, tid) if flags & C.CLONE_VFORK else None
-    return tid
+    return t.pidns.id_of(tid)
 
 
 @syscall()
@@ -129,9 +129,9 @@ def _find_child(t, idtype: int, ident: int, options: int):
     report, None when there is none yet; ECHILD when nothing could match."""
     children = [c for c in t.tg.children]
     if idtype == C.P_PID:
-        children = [c for c in children if c.pid == ident]
+        children = [c for c in children if c.pid == t.pidns.kernel_id(ident)]
     elif idtype == C.P_PGID:
-        children = [c for c in children if c.pgid == ident]
+        children = [c for c in children if c.pgid == ident]  # a kernel id: see the callers
     elif idtype == C.P_PIDFD:
         children = [c for c in children if c is ident]
     if not options & WALL:
@@ -169,7 +169,7 @@ def wait4(t, pid, wstatus, options, rusage, *_):
         raise SyscallError(C.EINVAL)
     options |= C.WEXITED
     if pid < -1:
-        idtype, ident = C.P_PGID, -pid
+        idtype, ident = C.P_PGID, t.pidns.kernel_id(-pid)
     elif pid == -1:
         idtype, ident = C.P_ALL, 0
     elif pid == 0:
@@ -186,8 +186,9 @@ def wait4(t, pid, wstatus, options, rusage, *_):
         t.mem.write_u32(wstatus, status)
     if rusage:
         t.mem.write(rusage, _rusage(getattr(child, "cpu_time", 0.0)))
+    pid = t.pidns.pid_of(child)  # before the reap frees its number
     _consume(t, child, code, options)
-    return child.pid
+    return pid
 
 
 @syscall()
@@ -204,6 +205,8 @@ def waitid(t, idtype, ident, infop, options, rusage, *_):
         ident = t.tg.pgid
     elif idtype not in (C.P_ALL, C.P_PID, C.P_PGID) or (idtype != C.P_ALL and ident <= 0):
         raise SyscallError(C.EINVAL)
+    elif idtype == C.P_PGID:
+        ident = t.pidns.kernel_id(ident)
     found = _find_child(t, idtype, ident, options)
     if found is None:
         if options & C.WNOHANG:
@@ -212,8 +215,9 @@ def waitid(t, idtype, ident, infop, options, rusage, *_):
             return 0
         raise WouldBlock((t.tg.child_exit,), restart="sys")
     child, _, code, si_status = found
-    if infop:
-        t.mem.write(infop, pack_siginfo(C.SIGCHLD, code, pid=child.pid, uid=0, status=si_status))
+    if infop:  # (before the reap frees its number)
+        t.mem.write(infop, pack_siginfo(C.SIGCHLD, code, pid=t.pidns.pid_of(child), uid=0,
+                                        status=si_status))
     if rusage:
         t.mem.write(rusage, _rusage(getattr(child, "cpu_time", 0.0)))
     _consume(t, child, code, options)
@@ -272,7 +276,7 @@ def _tg_of(t, pid: int):
     pid = s32(pid)
     if pid == 0:
         return t.tg
-    tg = t.kernel.find_tg(pid)
+    tg = t.pidns.tg(pid)
     if tg is None:
         raise SyscallError(C.ESRCH)
     return tg
@@ -280,24 +284,24 @@ def _tg_of(t, pid: int):
 
 @syscall()
 def getpgid(t, pid, *_):
-    return _tg_of(t, pid).pgid
+    return t.pidns.id_of(_tg_of(t, pid).pgid)
 
 
 @syscall()
 def getpgrp(t, *_):
-    return t.tg.pgid
+    return t.pidns.id_of(t.tg.pgid)
 
 
 @syscall()
 def getsid(t, pid, *_):
-    return _tg_of(t, pid).sid
+    return t.pidns.id_of(_tg_of(t, pid).sid)
 
 
 def _wrap_host_scoped(table) -> None:
     """Handlers shared with the host-process platforms that record the
     Sentry's view and then let the host kernel finish: here the Sentry's
     view is all there is, so their CONTINUE becomes the call's result."""
-    for name, result in (("setsid", lambda t, args: t.tg.sid), ("setpgid", lambda t, args: 0),
+    for name, result in (("setsid", lambda t, args: t.pidns.id_of(t.tg.sid)), ("setpgid", lambda t, args: 0),
                          ("prctl", _prctl_rest)):
         inner = table.get(name)
         if inner is None:
@@ -400,7 +404,7 @@ def _task_of(t, pid):
         raise SyscallError(C.EINVAL)
     if pid == 0:
         return t
-    task = t.kernel.tasks.get(pid)
+    task = t.pidns.task(pid)
     if task is None:
         raise SyscallError(C.ESRCH)
     return task
@@ -539,7 +543,7 @@ def arch_prctl(t, code, addr, *_):
 @syscall()
 def set_tid_address(t, tidptr, *_):
     t.clear_child_tid = tidptr
-    return t.tid
+    return t.pidns.id_of(t.tid)
 
 
 @syscall()

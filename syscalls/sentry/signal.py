@@ -171,7 +171,7 @@ def _may_signal(t, tg) -> bool:
 
 
 def _user_info(t, sig: int, code: int = signals.SI_USER) -> bytes:
-    return pack_siginfo(sig, code, pid=t.tg.pid, uid=t.creds.uid)
+    return pack_siginfo(sig, code, pid=t.pidns.id_of(t.tg.pid), uid=t.creds.uid)
 
 
 def send_to(t, tg, sig: int, info: bytes | None = None) -> None:
@@ -185,9 +185,9 @@ def kill(t, pid, sig, *_):
     pid, sig = s32(pid), s32(sig)
     if not 0 <= sig <= C.NSIG:
         raise SyscallError(C.EINVAL)
-    k = t.kernel
+    k, ns = t.kernel, t.pidns
     if pid > 0:
-        tg = k.find_tg(pid)
+        tg = ns.tg(pid)
         if tg is None:
             raise SyscallError(C.ESRCH)
         send_to(t, tg, sig)
@@ -195,10 +195,11 @@ def kill(t, pid, sig, *_):
     if pid == 0:
         targets = [g for g in k.thread_groups.values() if g.pgid == t.tg.pgid]
     elif pid == -1:
-        targets = [g for g in k.thread_groups.values() if g is not k.init and g is not t.tg] + [t.tg]
+        inits = (k.init, ns.init)
+        targets = [g for g in k.thread_groups.values() if g not in inits and g is not t.tg] + [t.tg]
     else:
-        targets = [g for g in k.thread_groups.values() if g.pgid == -pid]
-    targets = [g for g in targets if g.tasks]
+        targets = [g for g in k.thread_groups.values() if g.pgid == ns.kernel_id(-pid)]
+    targets = [g for g in targets if g.tasks and ns.sees(g)]
     if not targets:
         raise SyscallError(C.ESRCH)
     sent = 0
@@ -214,8 +215,8 @@ def kill(t, pid, sig, *_):
 
 
 def _thread(t, tgid: int, tid: int):
-    task = t.kernel.tasks.get(tid)
-    if task is None or task.exited or (tgid > 0 and task.tg.pid != tgid):
+    task = t.pidns.task(tid)
+    if task is None or task.exited or (tgid > 0 and t.pidns.pid_of(task.tg) != tgid):
         raise SyscallError(C.ESRCH)
     return task
 
@@ -249,7 +250,7 @@ def _queued_info(t, sig: int, uinfo: int, target_pid: int) -> bytes:
     another process (the kernel's own codes could otherwise be faked)."""
     info = bytearray(t.mem.read(uinfo, 128))
     code = int.from_bytes(info[8:12], "little", signed=True)
-    if (code >= 0 or code == signals.SI_TKILL) and target_pid != t.tg.pid:
+    if (code >= 0 or code == signals.SI_TKILL) and target_pid != t.pidns.id_of(t.tg.pid):
         raise SyscallError(C.EPERM)
     info[0:4] = sig.to_bytes(4, "little")
     return bytes(info)
@@ -258,10 +259,10 @@ def _queued_info(t, sig: int, uinfo: int, target_pid: int) -> bytes:
 @syscall()
 def rt_sigqueueinfo(t, pid, sig, uinfo, *_):
     sig = _valid(sig)
-    tg = t.kernel.find_tg(s32(pid))
+    tg = t.pidns.tg(s32(pid))
     if tg is None:
         raise SyscallError(C.ESRCH)
-    send_to(t, tg, sig, _queued_info(t, sig, uinfo, tg.pid))
+    send_to(t, tg, sig, _queued_info(t, sig, uinfo, s32(pid)))
     return 0
 
 
@@ -283,5 +284,5 @@ def pidfd_send_signal(t, pidfd, sig, uinfo, flags, *_):
     if not tg.alive or not tg.tasks:
         raise SyscallError(C.ESRCH)
     if sig:
-        send_to(t, tg, sig, _queued_info(t, sig, uinfo, tg.pid) if uinfo else None)
+        send_to(t, tg, sig, _queued_info(t, sig, uinfo, t.pidns.pid_of(tg)) if uinfo else None)
     return 0

@@ -1,8 +1,9 @@
 """Containers of a pod in one sandbox (issue 4): a container whose
 config.json says, as containerd's CRI plugin writes it, that it is a
 ``container`` of pod sandbox X joins X's sandbox instead of getting one of
-its own.  It has its own root filesystem and shares the rest (kernel, pids,
-network, hostname) with the pod."""
+its own.  It has its own root filesystem and pid namespace (as Kubernetes
+gives each container of a pod unless shareProcessNamespace is set) and shares
+the rest (kernel, network, hostname) with the pod."""
 from __future__ import annotations
 
 import os
@@ -53,7 +54,7 @@ def test_a_pod_container_runs_in_the_pod_sandbox(runtime, bundle, tmp_path):
     assert wait_until(lambda: not pid_alive(pid)), "the --pid-file process outlived the container"
     assert (out / "log").read_text() == "container-b\npod-host\n", \
         "own root filesystem, the pod's hostname, not the pod's root"
-    assert int((out / "pid").read_text()) > 1, "it shares the pod sandbox's pids"
+    assert int((out / "pid").read_text()) == 1, "the container's init is pid 1 of its own namespace"
     assert runtime.state(sid).get("status") == "running", "the pod's sandbox went on"
     assert_ok(runtime.run("delete", cid), what="delete the pod's container")
     assert_ok(runtime.run("delete", "--force", sid), what="delete the pod")
@@ -68,6 +69,11 @@ def test_exec_kill_and_delete_of_a_pod_container(runtime, bundle, tmp_path):
     cp = runtime.run("exec", cid, "cat", "/marker")
     assert_ok(cp, what="exec into the pod's container")
     assert cp.stdout == "container-c\n", f"exec must see the container's root\n{show(cp)}"
+    cp = runtime.run("exec", cid, "sh", "-c", "echo $$ $PPID; cat /proc/1/cmdline; echo")
+    assert_ok(cp, what="exec into the pod's container")
+    pid_here, ppid_here, init_cmd = cp.stdout.split("\n")[0].split(" ") + [cp.stdout.split("\n")[1]]
+    assert int(pid_here) > 1 and ppid_here == "0", f"exec joins the container's pid namespace\n{show(cp)}"
+    assert init_cmd == f"sleep\0{secs}\0", f"its pid 1 is the container's init\n{show(cp)}"
     cp = runtime.run("ps", sid)
     assert_ok(cp, what="ps of the pod")
     assert f"sleep {secs}" in cp.stdout, f"the pod's sandbox runs the container\n{show(cp)}"
@@ -76,6 +82,38 @@ def test_exec_kill_and_delete_of_a_pod_container(runtime, bundle, tmp_path):
     assert wait_until(lambda: not pid_alive(pid))
     assert runtime.state(sid).get("status") == "running", "killing a container ended the pod"
     assert_ok(runtime.run("delete", cid))
+    assert_ok(runtime.run("delete", "--force", sid))
+
+
+def test_pod_containers_do_not_see_each_others_processes(runtime, bundle, tmp_path):
+    """Each container of the pod has a pid namespace of its own: /proc, ps
+    and kill reach only its own processes, never the pod's or a sibling's."""
+    sid = start_pod(runtime, bundle, tmp_path)
+    secs = runtime.unique_secs()
+    sibling, _ = runtime.create_and_start(bundle(["sleep", secs], annotations=pod_of(sid)),
+                                          runtime.new_id("s"))
+    runtime.wait_status(sibling, "running")
+    out, mount = out_mount(tmp_path)
+    script = ("sleep 30 & ls /proc | grep '^[0-9]' | sort -n | tr '\\n' ' '; echo; "
+              "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo; ps -o pid,comm | tail -n +2 | sort -n; "
+              "for p in $(seq 2 20); do kill -0 $p 2>/dev/null && echo killable $p; done; "
+              "kill $!; wait $!; echo waited $?")
+    b = bundle(["sh", "-c", f"{{ {script}; }} > /out/log 2>&1"], mounts=[mount], annotations=pod_of(sid))
+    cid = runtime.new_id("b")
+    runtime.create(b, cid, tmp_path / "b.pid")
+    runtime.start(cid)
+    cp = runtime.run("wait", cid, timeout=60)
+    assert wait_exit_status(cp) == 0, show(cp)
+    log = (out / "log").read_text()
+    pids, cmdlines, *rest = log.split("\n")
+    assert pids.split()[:2] == ["1", "2"] and all(int(p) < 20 for p in pids.split()), \
+        f"/proc lists its own sh, sleep and pipeline only: {log!r}"
+    assert secs not in log, f"it sees the pod's or its sibling's processes: {log!r}"
+    assert rest[:2] == ["    1 sh", "    2 sleep"] or rest[:2] == ["1 sh", "2 sleep"], log
+    assert "killable 2" in log and "killable 3" not in log, log
+    assert "waited 143" in log, log
+    assert runtime.state(sibling).get("status") == "running"
+    assert_ok(runtime.run("delete", "--force", sibling))
     assert_ok(runtime.run("delete", "--force", sid))
 
 
