@@ -244,8 +244,9 @@ def _main(argv: list[str]) -> int:
         if values.get("help") or not rest:
             print(USAGE, end="")
             return 0 if values.get("help") else 2
-        setup_logging(config)
         cmd, args = rest[0], rest[1:]
+        config.command = cmd
+        setup_logging(config)
         if cmd == "flags":
             return cmd_flags(reg, args)
         if cmd == "help":

@@ -17,7 +17,8 @@ def pysc_add_flags(flags):
     add("debug", bool, False, "log debug messages")
     add("debug-log", str, "",
         "file (or directory, with a trailing /) for the Sentry's and the gofer's logs; "
-        "%ID%, %COMMAND% and %TIMESTAMP% are replaced")
+        "%ID% (the container's id, else the pid), %COMMAND% (the subcommand) and %TIMESTAMP% "
+        "are replaced")
     add("systemd-cgroup", bool, False, "accepted for runc compatibility; pysc manages no cgroups")
     add("platform", str, DEFAULT_PLATFORM,
         "how app code runs: seccomp, ptrace or kvm (see `pysc help platforms`); the default falls back "

@@ -63,6 +63,8 @@ class Config(Record):
     """Flag values for one invocation; attribute access by flag name (dashes become underscores)."""
     values: dict[str, Any]
     registry: "FlagRegistry | None" = None
+    command: str = ""  # the subcommand, and the container it is about (--debug-log's names)
+    container_id: str = ""
 
     def __getattr__(self, attr: str) -> Any:
         try:

@@ -35,12 +35,30 @@ class RuntimeError_(Exception):
 
 # --- argument parsing, runc's spellings ---
 class _Parser(argparse.ArgumentParser):
+    config = None
+
     def error(self, message):
         raise RuntimeError_(f"{self.prog}: {message}", 2)
 
+    def parse_args(self, args=None, namespace=None):
+        a = super().parse_args(args, namespace)
+        if self.config is not None and getattr(a, "id", None):
+            _name_logs_for(self.config, a.id)
+        return a
 
-def _parser(cmd: str) -> _Parser:
-    return _Parser(prog=f"pysc {cmd}", add_help=True)
+
+def _parser(cmd: str, config=None) -> _Parser:
+    p = _Parser(prog=f"pysc {cmd}", add_help=True)
+    p.config = config
+    return p
+
+
+def _name_logs_for(config, cid: str) -> None:
+    """The command is about container ``cid``: --debug-log's %ID% names it."""
+    config.container_id = cid
+    if "%ID%" in (config.get("debug-log") or ""):
+        from pysc.core.cli import setup_logging
+        setup_logging(config)
 
 
 def parse_signal(text: str) -> int:
@@ -473,9 +491,9 @@ def wait_stopped(root: str, cid: str, timeout: float | None = None) -> S.Contain
 
 
 # --- the commands ---
-def _create_parser(cmd: str) -> _Parser:
+def _create_parser(cmd: str, config) -> _Parser:
     """The flags create and run share (runc's spellings)."""
-    p = _parser(cmd)
+    p = _parser(cmd, config)
     p.add_argument("-b", "--bundle", default=".")
     p.add_argument("--pid-file")
     p.add_argument("--console-socket")
@@ -487,12 +505,12 @@ def _create_parser(cmd: str) -> _Parser:
 
 
 def cmd_create(config, pm, argv):
-    a = _create_parser("create").parse_args(argv)
+    a = _create_parser("create", config).parse_args(argv)
     return create(config, pm, a.id, a.bundle, a.pid_file, a.console_socket)
 
 
 def cmd_start(config, pm, argv):
-    p = _parser("start")
+    p = _parser("start", config)
     p.add_argument("id")
     a = p.parse_args(argv)
     st = _running(state_dir(config), a.id)
@@ -506,7 +524,7 @@ def cmd_start(config, pm, argv):
 
 
 def cmd_run(config, pm, argv):
-    p = _create_parser("run")
+    p = _create_parser("run", config)
     p.add_argument("-d", "--detach", action="store_true")
     a = p.parse_args(argv)
     root = state_dir(config)
@@ -543,7 +561,7 @@ def _wait_pid(pid: int) -> int:
 
 
 def cmd_state(config, pm, argv):
-    p = _parser("state")
+    p = _parser("state", config)
     p.add_argument("id")
     a = p.parse_args(argv)
     try:
@@ -555,7 +573,7 @@ def cmd_state(config, pm, argv):
 
 
 def cmd_kill(config, pm, argv):
-    p = _parser("kill")
+    p = _parser("kill", config)
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("id")
     p.add_argument("signal", nargs="?", default="TERM")
@@ -577,7 +595,7 @@ def cmd_kill(config, pm, argv):
 
 
 def cmd_delete(config, pm, argv):
-    p = _parser("delete")
+    p = _parser("delete", config)
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("id")
     a = p.parse_args(argv)
@@ -604,7 +622,7 @@ def cmd_delete(config, pm, argv):
 
 
 def cmd_list(config, pm, argv):
-    p = _parser("list")
+    p = _parser("list", config)
     p.add_argument("-f", "--format", default="table", choices=("table", "json"))
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args(argv)
@@ -635,7 +653,7 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 
 
 def cmd_ps(config, pm, argv):
-    p = _parser("ps")
+    p = _parser("ps", config)
     p.add_argument("-f", "--format", default="table", choices=("table", "json"))
     p.add_argument("id")
     p.add_argument("ps_args", nargs="*")
@@ -653,7 +671,7 @@ def cmd_ps(config, pm, argv):
 
 
 def cmd_events(config, pm, argv):
-    p = _parser("events")
+    p = _parser("events", config)
     p.add_argument("--stats", action="store_true")
     p.add_argument("--interval", default="5s")
     p.add_argument("id")
@@ -680,7 +698,7 @@ def _duration(text: str) -> float:
 
 
 def _pause_resume(config, argv, cmd, msg, want):
-    p = _parser(cmd)
+    p = _parser(cmd, config)
     p.add_argument("id")
     a = p.parse_args(argv)
     root = state_dir(config)
@@ -703,7 +721,7 @@ def cmd_resume(config, pm, argv):
 
 
 def cmd_wait(config, pm, argv):
-    p = _parser("wait")
+    p = _parser("wait", config)
     p.add_argument("id")
     a = p.parse_args(argv)
     try:
@@ -716,7 +734,7 @@ def cmd_wait(config, pm, argv):
 
 
 def cmd_update(config, pm, argv):
-    p = _parser("update")
+    p = _parser("update", config)
     p.add_argument("-r", "--resources")
     p.add_argument("id")
     a, _rest = p.parse_known_args(argv)
@@ -737,7 +755,7 @@ def cmd_update(config, pm, argv):
 
 def cmd_spec(config, pm, argv):
     from pysc.core.oci.spec import SpecError, write_default_spec
-    p = _parser("spec")
+    p = _parser("spec", config)
     p.add_argument("-b", "--bundle", default=".")
     p.add_argument("--rootless", action="store_true")
     a = p.parse_args(argv)
@@ -751,7 +769,7 @@ def cmd_spec(config, pm, argv):
 def cmd_exec(config, pm, argv):
     import msgpack
     from pysc.core.oci.spec import SpecError, load_spec, parse_process
-    p = _parser("exec")
+    p = _parser("exec", config)
     p.add_argument("-p", "--process")
     p.add_argument("-d", "--detach", action="store_true")
     p.add_argument("--pid-file")

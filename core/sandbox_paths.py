@@ -11,11 +11,13 @@ def debug_log_path(config, component: str) -> str | None:
     spec = config.get("debug-log")
     if not spec:
         return None
-    spec = (spec.replace("%ID%", str(os.getpid())).replace("%COMMAND%", "do")
+    command = getattr(config, "command", "") or "do"
+    cid = getattr(config, "container_id", "") or str(os.getpid())
+    spec = (spec.replace("%ID%", cid).replace("%COMMAND%", command)
             .replace("%TIMESTAMP%", str(int(time.time()))))
     if spec.endswith("/"):
         os.makedirs(spec, exist_ok=True)
-        return os.path.join(spec, f"pysc.{component}.{os.getpid()}.log")
+        return os.path.join(spec, f"pysc.{component}.{command}.{os.getpid()}.log")
     return spec if component == "sentry" else f"{spec}.{component}"
 
 

@@ -555,6 +555,20 @@ def test_exec_into_a_running_container(runtime, bundle, tmp_path):
 
 # ---------------------------------------------------------------- logs
 
+def test_debug_log_names_the_container_and_the_command(runtime, bundle, tmp_path):
+    """--debug-log's %ID% is the container's id and %COMMAND% the subcommand,
+    so each container, and each command on it, logs to a file of its own."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cid = runtime.new_id()
+    cp = runtime.run("run", "--bundle", bundle(["true"]), cid,
+                     flags=[f"--debug-log={logs}/%ID%.%COMMAND%.log"])
+    assert_ok(cp, what="run with --debug-log")
+    sentry_log = logs / f"{cid}.run.log"
+    assert sentry_log.exists(), f"no {sentry_log.name} in {sorted(p.name for p in logs.iterdir())}"
+    assert "sandbox: platform" in sentry_log.read_text()
+
+
 def test_log_json_on_error(runtime, bundle, tmp_path):
     b = bundle()
     (b / "config.json").write_text('{"ociVersion": "1.0.2", "process": {')
