@@ -38,10 +38,11 @@ class Kill(Message):
     signal: int
     all: bool = False
     pid: int = 0  # a sandbox pid (an `exec`'d process); 0: the container's init
+    container: str = ""  # with all: every process of this pod container
 
 
 class Ps(Message):
-    pass
+    container: str = ""  # only this pod container's processes, as it numbers them
 
 
 class Stats(Message):
@@ -148,7 +149,11 @@ class ControlServer:
             self.on_state("running")
             return Ok()
         if isinstance(msg, Kill):
-            sb.platform.signal_processes(msg.signal, msg.all, msg.pid)
+            if msg.container:
+                for tg in _processes_of(sb, msg.container):
+                    sb.platform.signal_processes(msg.signal, pid=tg.pid)
+            else:
+                sb.platform.signal_processes(msg.signal, msg.all, msg.pid)
             return Ok()
         if isinstance(msg, (Pause, Resume)):
             if isinstance(msg, Pause):
@@ -158,12 +163,14 @@ class ControlServer:
             self.on_state("paused" if isinstance(msg, Pause) else "running")
             return Ok()
         if isinstance(msg, Ps):
+            ns = sb.containers[msg.container][2] if msg.container in sb.containers \
+                else sb.kernel.root_pidns
             procs = []
-            for tg in list(sb.kernel.thread_groups.values()):
+            for tg in _processes_of(sb, msg.container) if msg.container \
+                    else list(sb.kernel.thread_groups.values()):
                 leader = tg.leader
-                procs.append([tg.pid, tg.parent.pid if tg.parent else 0,
-                              leader.creds.uid if leader else 0, tg.comm.decode(errors="replace"),
-                              _cmdline(leader)])
+                procs.append([ns.pid_of(tg), ns.pid_of(tg.parent), leader.creds.uid if leader else 0,
+                              tg.comm.decode(errors="replace"), _cmdline(leader)])
             return Processes(sorted(procs))
         if isinstance(msg, Stats):
             return StatsReply(_stats(sb))
@@ -177,6 +184,14 @@ class ControlServer:
             pass
         self.thread.join(5)
         self.sock.close()
+
+
+def _processes_of(sb, cid: str) -> list:
+    """The live processes of pod container ``cid``: those its pid namespace sees."""
+    entry = sb.containers.get(cid)
+    if entry is None:
+        return []
+    return [tg for tg in list(sb.kernel.thread_groups.values()) if tg.alive and entry[2].sees(tg)]
 
 
 def _cmdline(task) -> str:

@@ -443,12 +443,14 @@ def _start_in_pod(root: str, st: S.ContainerState) -> None:
         raise RuntimeError_(f"container {st.id}: {cur.error}")
 
 
-def _signal_in_pod(root: str, st: S.ContainerState, sig: int) -> None:
-    """Signal a pod's container: its init in the pod's sandbox once started,
-    else its waiter (which ends it)."""
+def _signal_in_pod(root: str, st: S.ContainerState, sig: int, all_: bool = False) -> None:
+    """Signal a pod's container: its init (or with ``all_`` each of its
+    processes) in the pod's sandbox once started, else its waiter (which
+    ends it)."""
     if st.vpid:
         try:
-            _request(root, st.sandbox, control.Kill(sig, False, st.vpid))
+            msg = control.Kill(sig, True, container=st.id) if all_ else control.Kill(sig, False, st.vpid)
+            _request(root, st.sandbox, msg)
             return
         except RuntimeError_:
             pass  # the pod's sandbox is gone: so is the container
@@ -588,7 +590,7 @@ def cmd_kill(config, pm, argv):
             raise RuntimeError_(str(e)) from None
     st = _running(root, a.id)
     if st.sandbox:
-        _signal_in_pod(root, st, sig)
+        _signal_in_pod(root, st, sig, a.all)
     else:
         _request(root, a.id, control.Kill(sig, a.all))
     return 0
@@ -660,7 +662,8 @@ def cmd_ps(config, pm, argv):
     a = p.parse_args(argv)
     root = state_dir(config)
     st = _running(root, a.id)
-    procs = _request(root, st.sandbox or a.id, control.Ps()).processes
+    ps = control.Ps(container=a.id) if st.sandbox else control.Ps()
+    procs = _request(root, st.sandbox or a.id, ps).processes
     if a.format == "json":
         print(json.dumps([pr[0] for pr in procs]))
     else:

@@ -6,6 +6,7 @@ gives each container of a pod unless shareProcessNamespace is set) and shares
 the rest (kernel, network, hostname) with the pod."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -113,6 +114,12 @@ def test_pod_containers_do_not_see_each_others_processes(runtime, bundle, tmp_pa
     assert "killable 2" in log and "killable 3" not in log, log
     assert "waited 143" in log, log
     assert runtime.state(sibling).get("status") == "running"
+    cp = runtime.run("ps", "--format", "json", sibling)
+    assert_ok(cp, what="ps of a pod container")
+    assert json.loads(cp.stdout) == [1], f"ps lists the container's own init, as it numbers it\n{show(cp)}"
+    assert_ok(runtime.run("kill", "--all", sibling, "KILL"), what="kill --all of a pod container")
+    runtime.wait_status(sibling, "stopped")
+    assert runtime.state(sid).get("status") == "running", "kill --all of a container reached the pod"
     assert_ok(runtime.run("delete", "--force", sibling))
     assert_ok(runtime.run("delete", "--force", sid))
 
