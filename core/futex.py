@@ -12,6 +12,11 @@ from __future__ import annotations
 from typing import Callable
 
 ALL_BITS = 0xFFFFFFFF
+# The futex word of a robust (or PI) lock: owner tid and two flags.
+FUTEX_WAITERS = 0x80000000
+FUTEX_OWNER_DIED = 0x40000000
+FUTEX_TID_MASK = 0x3FFFFFFF
+ROBUST_LIST_LIMIT = 2048  # as Linux: a cyclic list in app memory must not hang the Sentry
 
 
 def futex_key(mm, addr: int, private: bool):
@@ -89,3 +94,49 @@ class FutexTable:
                 self.queues.setdefault(key2, {})[w] = None
                 moved += 1
         return woken + moved
+
+
+def release_robust_list(mem, head: int, tid: int, wake: Callable[[int], None]) -> int:
+    """A thread that registered ``head`` with set_robust_list is gone: each
+    robust lock it still holds gets FUTEX_OWNER_DIED, and one waiter is
+    woken to take it over (Linux's exit_robust_list).  ``tid`` is the
+    thread's id as it saw it; ``wake(addr)`` wakes one waiter of the futex
+    at ``addr``.  Returns how many locks were released.
+
+    The word is rewritten without an atomic compare-and-swap (Python has
+    none for app memory): a waiter that sets FUTEX_WAITERS just then could
+    lose that bit, so a waiter is woken whether or not the bit is set."""
+    from pysc.core.errors import SyscallError
+    try:
+        entry = mem.read_u64(head)
+        offset = int.from_bytes(mem.read(head + 8, 8), "little", signed=True)
+        pending = mem.read_u64(head + 16)
+    except SyscallError:
+        return 0
+
+    def release(entry: int) -> int:
+        addr = (entry & ~1) + offset
+        try:
+            val = mem.read_u32(addr)
+            if val & FUTEX_TID_MASK != tid:
+                return 0
+            mem.write_u32(addr, (val & FUTEX_WAITERS) | FUTEX_OWNER_DIED)
+        except SyscallError:
+            return 0
+        wake(addr)
+        return 1
+
+    released = 0
+    for _ in range(ROBUST_LIST_LIMIT):
+        if entry == head or not entry:
+            break
+        try:
+            following = mem.read_u64(entry & ~1)  # read before the lock word changes hands
+        except SyscallError:
+            break
+        if entry != pending:
+            released += release(entry)
+        entry = following
+    if pending:
+        released += release(pending)
+    return released

@@ -27,7 +27,7 @@ import time
 from pysc.core import signals
 from pysc.core.abi import consts as C
 from pysc.core.errors import SyscallError, WouldBlock
-from pysc.core.futex import FutexTable, futex_key
+from pysc.core.futex import FutexTable, futex_key, release_robust_list
 from pysc.core.mm.physical import PhysicalMemory
 from pysc.core.abi.structs import xstate_size
 from pysc.core.sigframe import init_xsave, pack_siginfo, restore_rt_frame, setup_rt_frame, sigframe_size
@@ -361,6 +361,8 @@ class KvmPlatform:
         finally:
             f.decref()
         if not fresh:
+            if task.robust_list[0]:  # as Linux, at exec: the old image's locks are released
+                self._release_robust_list(ctx)
             self._exec_threads(ctx)
             tg = task.tg
             if task.tid != tg.pid:  # the exec'ing thread becomes the leader, with its tid
@@ -629,6 +631,8 @@ class KvmPlatform:
         task = ctx.task
         if task.exited:
             return
+        if task.robust_list[0] and ctx.mm is not None:
+            self._release_robust_list(ctx)
         if task.clear_child_tid and ctx.mm is not None and ctx.mm.users > 1:
             try:
                 ctx.mm.write_u32(task.clear_child_tid, 0)
@@ -644,6 +648,14 @@ class KvmPlatform:
         tg = task.tg
         tg.cpu_dead = tg.cpu_time = getattr(tg, "cpu_dead", 0.0) + self._cpu_of(ctx)
         self.ring()
+
+    def _release_robust_list(self, ctx: KvmContext) -> None:
+        """Locks a gone thread (or a replaced image) still holds: owner died."""
+        task, mm = ctx.task, ctx.mm
+        futexes = self.kernel.objects["futexes"]
+        release_robust_list(mm, task.robust_list[0], task.pidns.id_of(task.tid),
+                            lambda addr: futexes.wake(futex_key(mm, addr, False), 1))
+        task.robust_list = (0, 0)
 
     @staticmethod
     def _cpu_of(ctx: KvmContext) -> float:

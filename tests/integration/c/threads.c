@@ -1,6 +1,7 @@
 /* pthreads over futexes: create/join, a mutex-protected counter, a
  * condition variable hand-off, a barrier, a read-write lock, thread-local
- * storage, raw futex calls, and tgkill to a thread.  Deterministic output. */
+ * storage, raw futex calls, tgkill to a thread, and a robust mutex whose
+ * owner dies holding it.  Deterministic output. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/futex.h>
@@ -79,6 +80,15 @@ static void on_usr1(int sig)
         usr1_tid_ok = 1;
 }
 
+static pthread_mutex_t robust;
+
+static void *dies_holding(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&robust);
+    return NULL;  /* ends with the lock held: the kernel marks it owner-died */
+}
+
 static void *sleeper(void *arg)
 {
     (void)arg;
@@ -137,6 +147,21 @@ int main(void)
     pthread_kill(s, SIGUSR1);
     pthread_join(s, NULL);
     printf("pthread_kill reached the thread: %d\n", (int)usr1_tid_ok);
+
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&robust, &ma);
+    pthread_t holder;
+    pthread_create(&holder, NULL, dies_holding, NULL);
+    pthread_join(holder, NULL);
+    int rc = pthread_mutex_lock(&robust);
+    printf("robust mutex after its owner died: %s\n", rc == EOWNERDEAD ? "EOWNERDEAD" : strerror(rc));
+    if (rc == EOWNERDEAD)
+        pthread_mutex_consistent(&robust);
+    pthread_mutex_unlock(&robust);
+    printf("robust mutex usable again: %d\n", pthread_mutex_lock(&robust) == 0);
+    pthread_mutex_unlock(&robust);
 
     /* a detached thread and pthread_exit of main is not tested: exit cleanly */
     printf("tid of main == pid: %d\n", (long)syscall(SYS_gettid) == (long)getpid());
