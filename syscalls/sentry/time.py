@@ -122,46 +122,69 @@ def clock_nanosleep(t, clk, flags, req, rem, *_):
     return _sleep(t, ("clock_nanosleep", req, clk), value, rem)
 
 
-# --- ITIMER_REAL and alarm ---
-class RealTimer:
-    """A process's ITIMER_REAL: SIGALRM at the deadline, then every interval."""
+# --- interval timers (setitimer) and alarm ---
+class IntervalTimer:
+    """One of a process's three interval timers: ITIMER_REAL counts wall
+    time, ITIMER_VIRTUAL and ITIMER_PROF the process's CPU time (the Sentry
+    sees one CPU clock per thread, guest and Sentry time together, so both
+    count the same).  Its signal goes at the deadline, then every interval."""
 
-    def __init__(self, kernel, tg):
+    SIGNALS = {ITIMER_REAL: C.SIGALRM, ITIMER_VIRTUAL: C.SIGVTALRM, ITIMER_PROF: C.SIGPROF}
+
+    def __init__(self, kernel, tg, which: int):
         self.kernel = kernel
         self.tg = tg
+        self.sig = self.SIGNALS[which]
+        self.clock = time.monotonic if which == ITIMER_REAL else (lambda: process_cpu(tg))
         self.entry = None
-        self.deadline = 0.0
+        self.deadline = 0.0  # on self.clock
         self.interval = 0.0
 
     def arm(self, value: float, interval: float) -> None:
+        self._cancel()
+        self.interval = interval
+        if value > 0:
+            self.deadline = self.clock() + value
+            self._check_at(value)
+
+    def _cancel(self) -> None:
         if self.entry is not None:
             self.kernel.cancel_timer(self.entry)
             self.entry = None
-        self.interval = interval
-        if value > 0:
-            self.deadline = time.monotonic() + value
-            self.entry = self.kernel.add_timer(self.deadline, self.fire)
+
+    def _check_at(self, delay: float) -> None:
+        """Look again once ``delay`` more seconds have passed on the wall:
+        CPU time cannot count faster than that for one thread."""
+        self.entry = self.kernel.add_timer(time.monotonic() + delay, self.check)
 
     def remaining(self) -> tuple[float, float]:
         if self.entry is None:
             return 0.0, self.interval
-        return max(1e-6, self.deadline - time.monotonic()), self.interval
+        return max(1e-6, self.deadline - self.clock()), self.interval
 
-    def fire(self) -> None:
+    def check(self) -> None:
         self.entry = None
         if not self.tg.alive:
             return
-        signals.send(self.kernel, self.tg, C.SIGALRM, pack_siginfo(C.SIGALRM, signals.SI_KERNEL),
+        left = self.deadline - self.clock()
+        if left > 0:
+            self._check_at(max(left, 0.001))
+            return
+        signals.send(self.kernel, self.tg, self.sig, pack_siginfo(self.sig, signals.SI_KERNEL),
                      from_kernel=True)
         if self.interval > 0:
             self.arm(self.interval, self.interval)
 
 
-def _real_timer(t) -> RealTimer:
-    timer = getattr(t.tg, "itimer_real", None)
-    if timer is None:
-        timer = t.tg.itimer_real = RealTimer(t.kernel, t.tg)
-    return timer
+def _itimer(t, which: int) -> IntervalTimer:
+    if which not in IntervalTimer.SIGNALS:
+        raise SyscallError(C.EINVAL)
+    timers = getattr(t.tg, "itimers", None)
+    if timers is None:
+        timers = t.tg.itimers = {}
+    if which not in timers:
+        timers[which] = IntervalTimer(t.kernel, t.tg, which)
+    return timers[which]
 
 
 def _tv(value: float) -> tuple[int, int]:
@@ -169,35 +192,31 @@ def _tv(value: float) -> tuple[int, int]:
     return sec, int(round((value - sec) * 1e6))
 
 
-@syscall(partial=True)
+@syscall()
 def setitimer(t, which, new, old, *_):
-    which = s32(which)
-    if which != ITIMER_REAL:
-        raise SyscallError(C.EINVAL if which not in (ITIMER_VIRTUAL, ITIMER_PROF) else C.ENOSYS)
-    timer = _real_timer(t)
-    if old:
-        value, interval = timer.remaining()
-        t.mem.write(old, ITIMERVAL.pack(*_tv(interval), *_tv(value)))
+    timer = _itimer(t, s32(which))
     if new:
         isec, iusec, vsec, vusec = ITIMERVAL.unpack(t.mem.read(new, 32))
         if min(isec, iusec, vsec, vusec) < 0 or iusec >= 1_000_000 or vusec >= 1_000_000:
             raise SyscallError(C.EINVAL)
+    if old:
+        value, interval = timer.remaining()
+        t.mem.write(old, ITIMERVAL.pack(*_tv(interval), *_tv(value)))
+    if new:
         timer.arm(vsec + vusec / 1e6, isec + iusec / 1e6)
     return 0
 
 
-@syscall(partial=True)
+@syscall()
 def getitimer(t, which, cur, *_):
-    if s32(which) != ITIMER_REAL:
-        raise SyscallError(C.EINVAL if s32(which) not in (ITIMER_VIRTUAL, ITIMER_PROF) else C.ENOSYS)
-    value, interval = _real_timer(t).remaining()
+    value, interval = _itimer(t, s32(which)).remaining()
     t.mem.write(cur, ITIMERVAL.pack(*_tv(interval), *_tv(value)))
     return 0
 
 
 @syscall()
 def alarm(t, seconds, *_):
-    timer = _real_timer(t)
+    timer = _itimer(t, ITIMER_REAL)
     value, _ = timer.remaining()
     timer.arm(float(seconds & 0xFFFFFFFF), 0.0)
     return int(value + 0.5) if value else 0

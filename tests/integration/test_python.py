@@ -615,4 +615,21 @@ def test_signals(platform):
         signal.setitimer(signal.ITIMER_REAL, 0.1)
         time.sleep(0.4)
         print("sleep resumes after a handler:", time.monotonic() - t0 >= 0.35)
+
+        # CPU-time timers: they count only while the process runs
+        for which, sig in ((signal.ITIMER_VIRTUAL, signal.SIGVTALRM), (signal.ITIMER_PROF, signal.SIGPROF)):
+            fired = []
+            signal.signal(sig, lambda s, f: fired.append(s))
+            signal.setitimer(which, 0.05, 0.05)
+            time.sleep(0.2)  # asleep: no CPU time counts
+            print(sig.name, "not during a sleep:", fired == [])
+            value, interval = signal.getitimer(which)
+            print(sig.name, "set:", 0 < value <= 0.06, interval == 0.05)  # Linux rounds up to a tick
+            c0 = time.process_time()
+            while len(fired) < 2 and time.process_time() - c0 < 20:
+                pass
+            signal.setitimer(which, 0)
+            print(sig.name, "fires as CPU time passes, then again:", fired == [sig, sig],
+                  time.process_time() - c0 >= 0.09)
+            print(sig.name, "cancelled:", signal.getitimer(which) == (0.0, 0.0))
     """)
