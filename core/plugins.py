@@ -32,6 +32,7 @@ BUILTIN_PLUGINS = (
     "pysc.syscalls.ipc",
     "pysc.syscalls.poll",
     "pysc.syscalls.misc",
+    "pysc.syscalls.sentry.ipc",
     "pysc.syscalls.sentry.memory",
     "pysc.syscalls.sentry.process",
     "pysc.syscalls.sentry.signal",

@@ -210,3 +210,9 @@ class user_regs_struct(ctypes.Structure):
         "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx",
         "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base",
         "gs_base", "ds", "es", "fs", "gs")]
+
+# System V IPC, x86-64: struct ipc64_perm, shmid64_ds, shminfo64, shm_info
+IPC64_PERM = struct.Struct("<iIIIIHxxHxx4xQQ")  # key uid gid cuid cgid mode seq
+SHMID64_DS = struct.Struct("<48sQqqqiiQQQ")  # perm segsz atime dtime ctime cpid lpid nattch
+SHMINFO64 = struct.Struct("<9Q")  # shmmax shmmin shmmni shmseg shmall, 4 unused
+SHM_INFO = struct.Struct("<ixxxx5Q")  # used_ids shm_tot shm_rss shm_swp swap_attempts swap_successes

@@ -33,6 +33,13 @@ def test_threads_and_futexes(platform, cbin, static):
 
 
 @pytest.mark.parametrize("static", LINKAGE)
+def test_sysv_shared_memory(platform, cbin, static):
+    """shmget/shmat/shmdt/shmctl: the host kernel's in the sandbox's IPC
+    namespace (ptrace, seccomp), the Sentry's own segments (kvm)."""
+    run_both(platform, cbin("shm", static))
+
+
+@pytest.mark.parametrize("static", LINKAGE)
 def test_memory_and_faults(platform, cbin, static):
     """mmap family, file mappings, copy on write, and fault signals with their codes and addresses."""
     run_both(platform, cbin("memory", static))
