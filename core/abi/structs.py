@@ -216,3 +216,6 @@ IPC64_PERM = struct.Struct("<iIIIIHxxHxx4xQQ")  # key uid gid cuid cgid mode seq
 SHMID64_DS = struct.Struct("<48sQqqqiiQQQ")  # perm segsz atime dtime ctime cpid lpid nattch
 SHMINFO64 = struct.Struct("<9Q")  # shmmax shmmin shmmni shmseg shmall, 4 unused
 SHM_INFO = struct.Struct("<ixxxx5Q")  # used_ids shm_tot shm_rss shm_swp swap_attempts swap_successes
+SEMID64_DS = struct.Struct("<48sqQqQQQQ")  # perm otime - ctime - nsems - -
+SEMINFO = struct.Struct("<10i")  # semmap semmni semmns semmnu semmsl semopm semume semusz semvmx semaem
+SEMBUF = struct.Struct("<Hhh")  # sem_num sem_op sem_flg

@@ -1,11 +1,14 @@
-"""System V shared memory where the Sentry owns the address spaces (kvm).
+"""System V shared memory and semaphores where the Sentry owns the address
+spaces and runs the app's threads (kvm).
 
 On the host-process platforms the host kernel serves System V IPC in the
 sandbox's own IPC namespace (syscalls/ipc.py).  Here a segment is a memfd,
 and shmat maps it MAP_SHARED like any shared file mapping.  A segment's
 attach count is, as in Linux, the number of mappings of it in all address
 spaces, so fork, exec, exit and munmap need no bookkeeping of their own.
-Semaphore sets and message queues are not served here (ENOSYS).
+A semaphore operation that cannot complete parks its task on the set's wait
+queue and runs again, whole, when the set changes.  Message queues are not
+served here (ENOSYS).
 """
 from __future__ import annotations
 
@@ -14,11 +17,14 @@ import sys
 import time
 
 from pysc.core.abi import consts as C
-from pysc.core.abi.structs import IPC64_PERM, SHM_INFO, SHMID64_DS, SHMINFO64
+from pysc.core.abi.structs import (IPC64_PERM, SEMBUF, SEMID64_DS, SEMINFO, SHM_INFO, SHMID64_DS,
+                                   SHMINFO64, TIMESPEC)
 from pysc.core.dispatch import s32, syscall
-from pysc.core.errors import SyscallError
+from pysc.core.errors import SyscallError, WouldBlock
+from pysc.core.eventpoll import call_deadline, clear_deadline, expired
 from pysc.core.file import HostFDFile
 from pysc.core.hookspecs import hookimpl
+from pysc.core.waitqueue import WaitQueue
 
 CAP_IPC_LOCK, CAP_IPC_OWNER, CAP_SYS_ADMIN = 14, 15, 21
 
@@ -29,23 +35,15 @@ def pysc_syscalls(table, platform):
         table.register_module(sys.modules[__name__])
 
 
-class Segment:
-    """One shared memory segment: its memfd, permissions and times."""
+class IPCObject:
+    """What every System V object has: a key, an owner, permissions, an id."""
 
-    def __init__(self, key: int, size: int, mode: int, creds, pid: int, index: int, seq: int):
-        self.key, self.size, self.mode = key, size, mode & 0o777
+    def __init__(self, key: int, mode: int, creds, index: int, seq: int):
+        self.key, self.mode = key, mode & 0o777
         self.uid = self.cuid = creds.euid
         self.gid = self.cgid = creds.egid
-        self.cpid, self.lpid = pid, 0
-        self.atime = self.dtime = 0
         self.ctime = int(time.time())
         self.index, self.seq = index, seq
-        self.fd = os.memfd_create(f"SYSV{key & 0xFFFFFFFF:08x}", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(self.fd, (size + C.PAGE_SIZE - 1) & ~(C.PAGE_SIZE - 1))
-        except OSError as e:
-            os.close(self.fd)
-            raise SyscallError(e.errno or C.ENOMEM) from None
 
     @property
     def id(self) -> int:
@@ -64,14 +62,86 @@ class Segment:
     def owned_by(self, creds) -> bool:
         return creds.euid in (self.uid, self.cuid) or creds.has_cap(CAP_SYS_ADMIN)
 
+    def perm(self) -> bytes:
+        return IPC64_PERM.pack(self.key, self.uid, self.gid, self.cuid, self.cgid, self.mode, self.seq, 0, 0)
 
-class ShmNamespace:
-    """The sandbox's segments (its IPC namespace)."""
+    def set_perm(self, data: bytes) -> None:
+        """IPC_SET: the new owner and permission bits."""
+        perm = IPC64_PERM.unpack(data)
+        self.uid, self.gid = perm[1], perm[2]
+        self.mode = (self.mode & ~0o777) | (perm[5] & 0o777)
+        self.ctime = int(time.time())
+
+
+class IPCIds:
+    """One kind of object of the sandbox's IPC namespace, by index."""
+
+    def __init__(self, limit: int):
+        self.objects: dict = {}
+        self.limit = limit
+        self.seq = 0
+
+    def next_slot(self) -> tuple[int, int]:
+        index = next((i for i in range(self.limit) if i not in self.objects), None)
+        if index is None:
+            raise SyscallError(C.ENOSPC)
+        seq, self.seq = self.seq, (self.seq + 1) % (1 << 16)
+        return index, seq
+
+    def by_id(self, ident: int):
+        obj = self.objects.get(ident % C.IPCMNI) if ident >= 0 else None
+        if obj is None or obj.id != ident:
+            raise SyscallError(C.EINVAL)
+        return obj
+
+    def by_key(self, t, key: int, flags: int, create):
+        """shmget/semget: the object of ``key`` (checked against ``flags``),
+        or ``create()``'s when IPC_CREAT allows it."""
+        if key != C.IPC_PRIVATE:
+            obj = next((o for o in self.objects.values() if o.key == key), None)
+            if obj is not None:
+                if flags & C.IPC_CREAT and flags & C.IPC_EXCL:
+                    raise SyscallError(C.EEXIST)
+                if not obj.allows(t.creds, (flags >> 6) & 7):
+                    raise SyscallError(C.EACCES)
+                return obj
+            if not flags & C.IPC_CREAT:
+                raise SyscallError(C.ENOENT)
+        obj = create(*self.next_slot())
+        self.objects[obj.index] = obj
+        return obj
+
+
+def _namespace(t, name: str, make):
+    ns = t.kernel.objects.get(name)
+    if ns is None:
+        ns = t.kernel.objects[name] = make(t.kernel)
+    return ns
+
+
+# ---------------------------------------------------------------- shared memory
+class Segment(IPCObject):
+    """One shared memory segment: its memfd, size, times and pids."""
+
+    def __init__(self, key: int, size: int, mode: int, creds, pid: int, index: int, seq: int):
+        super().__init__(key, mode, creds, index, seq)
+        self.size = size
+        self.cpid, self.lpid = pid, 0
+        self.atime = self.dtime = 0
+        self.fd = os.memfd_create(f"SYSV{key & 0xFFFFFFFF:08x}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, (size + C.PAGE_SIZE - 1) & ~(C.PAGE_SIZE - 1))
+        except OSError as e:
+            os.close(self.fd)
+            raise SyscallError(e.errno or C.ENOMEM) from None
+
+
+class ShmNamespace(IPCIds):
+    """The sandbox's segments."""
 
     def __init__(self, kernel):
+        super().__init__(C.SHMMNI)
         self.kernel = kernel
-        self.segments: dict[int, Segment] = {}  # by index
-        self.seq = 0
 
     def attaches(self, seg: Segment) -> int:
         seen, n = set(), 0
@@ -85,36 +155,17 @@ class ShmNamespace:
 
     def reap(self) -> None:
         """Segments removed with IPC_RMID go once nothing maps them."""
-        for seg in [s for s in self.segments.values() if s.mode & C.SHM_DEST]:
+        for seg in [s for s in self.objects.values() if s.mode & C.SHM_DEST]:
             if not self.attaches(seg):
                 self.drop(seg)
 
     def drop(self, seg: Segment) -> None:
-        self.segments.pop(seg.index, None)
+        self.objects.pop(seg.index, None)
         os.close(seg.fd)
 
-    def by_id(self, shmid: int) -> Segment:
-        seg = self.segments.get(shmid % C.IPCMNI) if shmid >= 0 else None
-        if seg is None or seg.id != shmid:
-            raise SyscallError(C.EINVAL)
-        return seg
 
-    def create(self, t, key: int, size: int, mode: int) -> Segment:
-        if not C.SHMMIN <= size <= C.SHMMAX:
-            raise SyscallError(C.EINVAL)
-        index = next((i for i in range(C.SHMMNI) if i not in self.segments), None)
-        if index is None:
-            raise SyscallError(C.ENOSPC)
-        seg = Segment(key, size, mode, t.creds, t.pidns.id_of(t.tg.pid), index, self.seq)
-        self.seq = (self.seq + 1) % (1 << 16)
-        self.segments[index] = seg
-        return seg
-
-
-def _ns(t) -> ShmNamespace:
-    ns = t.kernel.objects.get("sysv_shm")
-    if ns is None:
-        ns = t.kernel.objects["sysv_shm"] = ShmNamespace(t.kernel)
+def _shm(t) -> ShmNamespace:
+    ns = _namespace(t, "sysv_shm", ShmNamespace)
     ns.reap()
     return ns
 
@@ -122,20 +173,16 @@ def _ns(t) -> ShmNamespace:
 @syscall()
 def shmget(t, key, size, shmflg, *_):
     key, shmflg = s32(key), s32(shmflg)
-    ns = _ns(t)
-    if key != C.IPC_PRIVATE:
-        seg = next((s for s in ns.segments.values() if s.key == key and not s.mode & C.SHM_DEST), None)
-        if seg is not None:
-            if shmflg & C.IPC_CREAT and shmflg & C.IPC_EXCL:
-                raise SyscallError(C.EEXIST)
-            if not seg.allows(t.creds, (shmflg >> 6) & 7):
-                raise SyscallError(C.EACCES)
-            if size > seg.size:
-                raise SyscallError(C.EINVAL)
-            return seg.id
-        if not shmflg & C.IPC_CREAT:
-            raise SyscallError(C.ENOENT)
-    return ns.create(t, key, size, shmflg).id
+
+    def create(index: int, seq: int) -> Segment:
+        if not C.SHMMIN <= size <= C.SHMMAX:
+            raise SyscallError(C.EINVAL)
+        return Segment(key, size, shmflg, t.creds, t.pidns.id_of(t.tg.pid), index, seq)
+
+    seg = _shm(t).by_key(t, key, shmflg, create)
+    if size > seg.size:
+        raise SyscallError(C.EINVAL)
+    return seg.id
 
 
 class SegmentFile(HostFDFile):
@@ -153,7 +200,7 @@ class SegmentFile(HostFDFile):
 @syscall()
 def shmat(t, shmid, addr, shmflg, *_):
     shmflg = s32(shmflg)
-    seg = _ns(t).by_id(s32(shmid))
+    seg = _shm(t).by_id(s32(shmid))
     readonly = bool(shmflg & C.SHM_RDONLY)
     if not seg.allows(t.creds, 4 if readonly else 6):
         raise SyscallError(C.EACCES)
@@ -191,29 +238,28 @@ def shmdt(t, addr, *_):
     for v in [v for v in found if v.file.shm_segment is seg]:
         mm.munmap(v.start, v.end - v.start)
     seg.dtime, seg.lpid = int(time.time()), t.pidns.id_of(t.tg.pid)
-    _ns(t)  # a removed segment may go now
+    _shm(t)  # a removed segment may go now
     return 0
 
 
 def _shmid_ds(ns: ShmNamespace, seg: Segment) -> bytes:
-    perm = IPC64_PERM.pack(seg.key, seg.uid, seg.gid, seg.cuid, seg.cgid, seg.mode, seg.seq, 0, 0)
-    return SHMID64_DS.pack(perm, seg.size, seg.atime, seg.dtime, seg.ctime, seg.cpid, seg.lpid,
+    return SHMID64_DS.pack(seg.perm(), seg.size, seg.atime, seg.dtime, seg.ctime, seg.cpid, seg.lpid,
                            ns.attaches(seg), 0, 0)
 
 
 @syscall()
 def shmctl(t, shmid, cmd, buf, *_):
     shmid, cmd = s32(shmid), s32(cmd)
-    ns = _ns(t)
+    ns = _shm(t)
     if cmd == C.IPC_INFO:
         t.mem.write(buf, SHMINFO64.pack(C.SHMMAX, C.SHMMIN, C.SHMMNI, C.SHMMNI, C.SHMALL, 0, 0, 0, 0))
-        return max(ns.segments, default=0)
+        return max(ns.objects, default=0)
     if cmd == C.SHM_INFO:
-        pages = sum((s.size + C.PAGE_SIZE - 1) // C.PAGE_SIZE for s in ns.segments.values())
-        t.mem.write(buf, SHM_INFO.pack(len(ns.segments), pages, pages, 0, 0, 0))
-        return max(ns.segments, default=0)
+        pages = sum((s.size + C.PAGE_SIZE - 1) // C.PAGE_SIZE for s in ns.objects.values())
+        t.mem.write(buf, SHM_INFO.pack(len(ns.objects), pages, pages, 0, 0, 0))
+        return max(ns.objects, default=0)
     if cmd in (C.SHM_STAT, C.SHM_STAT_ANY):  # by index, as ipcs walks them
-        seg = ns.segments.get(shmid)
+        seg = ns.objects.get(shmid)
         if seg is None:
             raise SyscallError(C.EINVAL)
         if cmd == C.SHM_STAT and not seg.allows(t.creds, 4):
@@ -230,15 +276,13 @@ def shmctl(t, shmid, cmd, buf, *_):
         if not seg.owned_by(t.creds):
             raise SyscallError(C.EPERM)
         if cmd == C.IPC_SET:
-            perm = IPC64_PERM.unpack(t.mem.read(buf, IPC64_PERM.size))
-            seg.uid, seg.gid = perm[1], perm[2]
-            seg.mode = (seg.mode & ~0o777) | (perm[5] & 0o777)
+            seg.set_perm(t.mem.read(buf, IPC64_PERM.size))
         else:
             seg.mode |= C.SHM_DEST
             seg.key = C.IPC_PRIVATE
+            seg.ctime = int(time.time())
             if not ns.attaches(seg):
                 ns.drop(seg)
-        seg.ctime = int(time.time())
         return 0
     if cmd in (C.SHM_LOCK, C.SHM_UNLOCK):
         # Guest memory is never swapped out by the Sentry: the flag is all there is to it.
@@ -247,3 +291,221 @@ def shmctl(t, shmid, cmd, buf, *_):
         seg.mode = seg.mode | C.SHM_LOCKED if cmd == C.SHM_LOCK else seg.mode & ~C.SHM_LOCKED
         return 0
     raise SyscallError(C.EINVAL)
+
+
+# ---------------------------------------------------------------- semaphores
+class SemSet(IPCObject):
+    """A semaphore set: values, the pid of each one's last operation, and
+    the queue its blocked operations wait on."""
+
+    def __init__(self, key: int, nsems: int, mode: int, creds, index: int, seq: int):
+        super().__init__(key, mode, creds, index, seq)
+        self.values = [0] * nsems
+        self.pids = [0] * nsems
+        self.otime = 0
+        self.wq = WaitQueue()
+        self.removed = False
+
+    def changed(self) -> None:
+        self.wq.notify()
+
+
+class SemNamespace(IPCIds):
+    def __init__(self, kernel):
+        super().__init__(C.SEMMNI)
+
+
+def _sem(t) -> SemNamespace:
+    return _namespace(t, "sysv_sem", SemNamespace)
+
+
+@syscall()
+def semget(t, key, nsems, semflg, *_):
+    key, nsems, semflg = s32(key), s32(nsems), s32(semflg)
+    if nsems < 0 or nsems > C.SEMMSL:
+        raise SyscallError(C.EINVAL)
+
+    def create(index: int, seq: int) -> SemSet:
+        if nsems == 0:
+            raise SyscallError(C.EINVAL)
+        return SemSet(key, nsems, semflg, t.creds, index, seq)
+
+    sems = _sem(t).by_key(t, key, semflg, create)
+    if nsems > len(sems.values):
+        raise SyscallError(C.EINVAL)
+    return sems.id
+
+
+def _undo_of(tg) -> dict:
+    """SEM_UNDO adjustments of a process: (set, semaphore) -> amount."""
+    undo = getattr(tg, "sem_undo", None)
+    if undo is None:
+        undo = tg.sem_undo = {}
+    return undo
+
+
+def _semop(t, semid: int, sops: int, nsops: int, timeout: float | None) -> int:
+    if nsops < 1:
+        raise SyscallError(C.EINVAL)
+    if nsops > C.SEMOPM:
+        raise SyscallError(C.E2BIG)
+    raw = t.mem.read(sops, SEMBUF.size * nsops)
+    ops = [SEMBUF.unpack_from(raw, i * SEMBUF.size) for i in range(nsops)]
+    waiting = getattr(t, "sem_wait", None)
+    try:
+        sems = _sem(t).by_id(semid)
+    except SyscallError:
+        if waiting is not None and waiting[0].id == semid and waiting[0].removed:
+            t.sem_wait = None
+            raise SyscallError(C.EIDRM) from None
+        raise
+    if any(num >= len(sems.values) for num, _, _ in ops):
+        raise SyscallError(C.EFBIG)
+    if not sems.allows(t.creds, 2 if any(op for _, op, _ in ops) else 4):
+        raise SyscallError(C.EACCES)
+    key = ("semop", semid, sops, nsops)
+    values = list(sems.values)
+    for num, op, flg in ops:  # all or nothing: tried on a copy first
+        if op > 0 and values[num] + op > C.SEMVMX:
+            t.sem_wait = None
+            raise SyscallError(C.ERANGE)
+        if (op < 0 and values[num] + op < 0) or (op == 0 and values[num]):
+            if flg & C.IPC_NOWAIT:
+                t.sem_wait = None
+                clear_deadline(t, key)
+                raise SyscallError(C.EAGAIN)
+            deadline = call_deadline(t, key, timeout)
+            if expired(deadline):
+                t.sem_wait = None
+                clear_deadline(t, key)
+                raise SyscallError(C.EAGAIN)
+            t.sem_wait = (sems, num, op == 0)  # for GETNCNT and GETZCNT
+            raise WouldBlock((sems.wq,), deadline=deadline, restart="nohand")
+        values[num] += op
+    t.sem_wait = None
+    clear_deadline(t, key)
+    pid = t.pidns.id_of(t.tg.pid)
+    undo = None
+    for num, op, flg in ops:
+        sems.pids[num] = pid
+        if flg & C.SEM_UNDO and op:
+            undo = undo if undo is not None else _undo_of(t.tg)
+            undo[(sems, num)] = undo.get((sems, num), 0) - op
+    sems.values = values
+    sems.otime = int(time.time())
+    sems.changed()
+    return 0
+
+
+@syscall()
+def semop(t, semid, sops, nsops, *_):
+    return _semop(t, s32(semid), sops, nsops, None)
+
+
+@syscall()
+def semtimedop(t, semid, sops, nsops, timeout, *_):
+    limit = None
+    if timeout:
+        sec, nsec = TIMESPEC.unpack(t.mem.read(timeout, TIMESPEC.size))
+        if sec < 0 or not 0 <= nsec < 1_000_000_000:
+            raise SyscallError(C.EINVAL)
+        limit = sec + nsec / 1e9
+    return _semop(t, s32(semid), sops, nsops, limit)
+
+
+def _waiters(t, sems: SemSet, num: int, for_zero: bool) -> int:
+    """GETNCNT/GETZCNT: the tasks blocked in semop on semaphore ``num``."""
+    return sum(1 for task in list(t.kernel.tasks.values())
+               if task.parked is not None and getattr(task, "sem_wait", None) is not None
+               and task.sem_wait[0] is sems and task.sem_wait[1] == num and task.sem_wait[2] == for_zero)
+
+
+def _forget_undo(kernel, sems: SemSet, num: int | None) -> None:
+    """SETVAL/SETALL/IPC_RMID: the adjustments recorded for these semaphores lapse."""
+    for tg in list(kernel.thread_groups.values()):
+        undo = getattr(tg, "sem_undo", None)
+        if undo:
+            for k in [k for k in undo if k[0] is sems and (num is None or k[1] == num)]:
+                del undo[k]
+
+
+@syscall()
+def semctl(t, semid, semnum, cmd, arg, *_):
+    semid, semnum, cmd = s32(semid), s32(semnum), s32(cmd)
+    ns = _sem(t)
+    if cmd in (C.IPC_INFO, C.SEM_INFO):
+        t.mem.write(arg, SEMINFO.pack(C.SEMMNS, C.SEMMNI, C.SEMMNS, C.SEMMNS, C.SEMMSL, C.SEMOPM,
+                                      C.SEMOPM, 20, C.SEMVMX, C.SEMVMX))
+        return max(ns.objects, default=0)
+    if cmd in (C.SEM_STAT, C.SEM_STAT_ANY):  # by index, as ipcs walks them
+        sems = ns.objects.get(semid)
+        if sems is None:
+            raise SyscallError(C.EINVAL)
+        if cmd == C.SEM_STAT and not sems.allows(t.creds, 4):
+            raise SyscallError(C.EACCES)
+        t.mem.write(arg, SEMID64_DS.pack(sems.perm(), sems.otime, 0, sems.ctime, 0, len(sems.values), 0, 0))
+        return sems.id
+    sems = ns.by_id(semid)
+    n = len(sems.values)
+    if cmd in (C.IPC_SET, C.IPC_RMID):
+        if not sems.owned_by(t.creds):
+            raise SyscallError(C.EPERM)
+        if cmd == C.IPC_SET:
+            sems.set_perm(t.mem.read(arg, IPC64_PERM.size))
+        else:
+            del ns.objects[sems.index]
+            sems.removed = True
+            _forget_undo(t.kernel, sems, None)
+            sems.changed()  # its waiters fail with EIDRM
+        return 0
+    if not sems.allows(t.creds, 2 if cmd in (C.SETVAL, C.SETALL) else 4):
+        raise SyscallError(C.EACCES)
+    if cmd == C.IPC_STAT:
+        t.mem.write(arg, SEMID64_DS.pack(sems.perm(), sems.otime, 0, sems.ctime, 0, n, 0, 0))
+        return 0
+    if cmd == C.GETALL:
+        t.mem.write(arg, b"".join(v.to_bytes(2, "little") for v in sems.values))
+        return 0
+    if cmd == C.SETALL:
+        data = t.mem.read(arg, 2 * n)
+        values = [int.from_bytes(data[2 * i:2 * i + 2], "little") for i in range(n)]
+        if any(v > C.SEMVMX for v in values):
+            raise SyscallError(C.ERANGE)
+        sems.values = values
+        sems.pids = [t.pidns.id_of(t.tg.pid)] * n
+    elif not 0 <= semnum < n:
+        raise SyscallError(C.EINVAL)
+    elif cmd == C.GETVAL:
+        return sems.values[semnum]
+    elif cmd == C.GETPID:
+        return sems.pids[semnum]
+    elif cmd in (C.GETNCNT, C.GETZCNT):
+        return _waiters(t, sems, semnum, cmd == C.GETZCNT)
+    elif cmd == C.SETVAL:
+        val = s32(arg)  # the union semun, passed by value: its int
+        if not 0 <= val <= C.SEMVMX:
+            raise SyscallError(C.ERANGE)
+        sems.values[semnum] = val
+        sems.pids[semnum] = t.pidns.id_of(t.tg.pid)
+    else:
+        raise SyscallError(C.EINVAL)
+    _forget_undo(t.kernel, sems, None if cmd == C.SETALL else semnum)
+    sems.ctime = int(time.time())
+    sems.changed()
+    return 0
+
+
+@hookimpl
+def pysc_task_exit(task):
+    """The last thread of a process is gone: its SEM_UNDO adjustments apply."""
+    tg = task.tg
+    undo = getattr(tg, "sem_undo", None)
+    if not undo or tg.tasks:
+        return
+    pid = tg.pidns.id_of(tg.pid)
+    for (sems, num), adj in list(undo.items()):
+        if not sems.removed:
+            sems.values[num] = min(C.SEMVMX, max(0, sems.values[num] + adj))
+            sems.pids[num] = pid
+            sems.changed()
+    undo.clear()

@@ -33,10 +33,11 @@ def test_threads_and_futexes(platform, cbin, static):
 
 
 @pytest.mark.parametrize("static", LINKAGE)
-def test_sysv_shared_memory(platform, cbin, static):
-    """shmget/shmat/shmdt/shmctl: the host kernel's in the sandbox's IPC
-    namespace (ptrace, seccomp), the Sentry's own segments (kvm)."""
-    run_both(platform, cbin("shm", static))
+@pytest.mark.parametrize("program", ["shm", "sem"])
+def test_sysv_ipc(platform, cbin, static, program):
+    """System V shared memory and semaphores: the host kernel's in the
+    sandbox's IPC namespace (ptrace, seccomp), the Sentry's own (kvm)."""
+    run_both(platform, cbin(program, static))
 
 
 @pytest.mark.parametrize("static", LINKAGE)

@@ -64,7 +64,8 @@ int main(void)
     /* a key: create, find again, and the errors of shmget */
     key_t key = 0x5059534b;
     int kid = shmget(key, 8192, IPC_CREAT | IPC_EXCL | 0640);
-    printf("shmget key: %s, same id again %d\n", err(kid), shmget(key, 100, 0) == kid);
+    const char *r = err(kid);
+    printf("shmget key: %s, same id again %d\n", r, shmget(key, 100, 0) == kid);
     printf("IPC_EXCL again: %s\n", err(shmget(key, 8192, IPC_CREAT | IPC_EXCL | 0640)));
     printf("bigger than the segment: %s\n", err(shmget(key, 8193, 0)));
     printf("missing key: %s\n", err(shmget(0x5059534c, 4096, 0)));
@@ -93,8 +94,8 @@ int main(void)
     printf("shmdt: %s\n", err(shmdt(ro)));
     printf("shmdt again: %s\n", err(shmdt(ro)));
     printf("shmdt of no segment: %s\n", err(shmdt(&ds)));
-    printf("IPC_RMID while attached: %s, still there %d\n", err(shmctl(kid, IPC_RMID, NULL)),
-           nattch(kid) == 1);
+    r = err(shmctl(kid, IPC_RMID, NULL));
+    printf("IPC_RMID while attached: %s, still there %d\n", r, nattch(kid) == 1);
     printf("key gone: %s\n", err(shmget(key, 100, 0)));
     shmdt(at);
     printf("after the last detach: %s\n", err(nattch(kid)));
