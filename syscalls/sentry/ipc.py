@@ -94,6 +94,16 @@ class IPCIds:
             raise SyscallError(C.EINVAL)
         return obj
 
+    def by_index(self, t, index: int, check: bool):
+        """SHM_STAT, SEM_STAT: the object in slot ``index``, as ipcs walks
+        them; with ``check``, only if the caller may read it."""
+        obj = self.objects.get(index)
+        if obj is None:
+            raise SyscallError(C.EINVAL)
+        if check and not obj.allows(t.creds, 4):
+            raise SyscallError(C.EACCES)
+        return obj
+
     def by_key(self, t, key: int, flags: int, create):
         """shmget/semget: the object of ``key`` (checked against ``flags``),
         or ``create()``'s when IPC_CREAT allows it."""
@@ -258,12 +268,8 @@ def shmctl(t, shmid, cmd, buf, *_):
         pages = sum((s.size + C.PAGE_SIZE - 1) // C.PAGE_SIZE for s in ns.objects.values())
         t.mem.write(buf, SHM_INFO.pack(len(ns.objects), pages, pages, 0, 0, 0))
         return max(ns.objects, default=0)
-    if cmd in (C.SHM_STAT, C.SHM_STAT_ANY):  # by index, as ipcs walks them
-        seg = ns.objects.get(shmid)
-        if seg is None:
-            raise SyscallError(C.EINVAL)
-        if cmd == C.SHM_STAT and not seg.allows(t.creds, 4):
-            raise SyscallError(C.EACCES)
+    if cmd in (C.SHM_STAT, C.SHM_STAT_ANY):
+        seg = ns.by_index(t, shmid, cmd == C.SHM_STAT)
         t.mem.write(buf, _shmid_ds(ns, seg))
         return seg.id
     seg = ns.by_id(shmid)
@@ -308,6 +314,9 @@ class SemSet(IPCObject):
 
     def changed(self) -> None:
         self.wq.notify()
+
+    def semid_ds(self) -> bytes:
+        return SEMID64_DS.pack(self.perm(), self.otime, 0, self.ctime, 0, len(self.values), 0, 0)
 
 
 class SemNamespace(IPCIds):
@@ -437,13 +446,9 @@ def semctl(t, semid, semnum, cmd, arg, *_):
         t.mem.write(arg, SEMINFO.pack(C.SEMMNS, C.SEMMNI, C.SEMMNS, C.SEMMNS, C.SEMMSL, C.SEMOPM,
                                       C.SEMOPM, 20, C.SEMVMX, C.SEMVMX))
         return max(ns.objects, default=0)
-    if cmd in (C.SEM_STAT, C.SEM_STAT_ANY):  # by index, as ipcs walks them
-        sems = ns.objects.get(semid)
-        if sems is None:
-            raise SyscallError(C.EINVAL)
-        if cmd == C.SEM_STAT and not sems.allows(t.creds, 4):
-            raise SyscallError(C.EACCES)
-        t.mem.write(arg, SEMID64_DS.pack(sems.perm(), sems.otime, 0, sems.ctime, 0, len(sems.values), 0, 0))
+    if cmd in (C.SEM_STAT, C.SEM_STAT_ANY):
+        sems = ns.by_index(t, semid, cmd == C.SEM_STAT)
+        t.mem.write(arg, sems.semid_ds())
         return sems.id
     sems = ns.by_id(semid)
     n = len(sems.values)
@@ -461,7 +466,7 @@ def semctl(t, semid, semnum, cmd, arg, *_):
     if not sems.allows(t.creds, 2 if cmd in (C.SETVAL, C.SETALL) else 4):
         raise SyscallError(C.EACCES)
     if cmd == C.IPC_STAT:
-        t.mem.write(arg, SEMID64_DS.pack(sems.perm(), sems.otime, 0, sems.ctime, 0, n, 0, 0))
+        t.mem.write(arg, sems.semid_ds())
         return 0
     if cmd == C.GETALL:
         t.mem.write(arg, b"".join(v.to_bytes(2, "little") for v in sems.values))
