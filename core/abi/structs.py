@@ -219,3 +219,5 @@ SHM_INFO = struct.Struct("<ixxxx5Q")  # used_ids shm_tot shm_rss shm_swp swap_at
 SEMID64_DS = struct.Struct("<48sqQqQQQQ")  # perm otime - ctime - nsems - -
 SEMINFO = struct.Struct("<10i")  # semmap semmni semmns semmnu semmsl semopm semume semusz semvmx semaem
 SEMBUF = struct.Struct("<Hhh")  # sem_num sem_op sem_flg
+MSQID64_DS = struct.Struct("<48sqqqQQQiiQQ")  # perm stime rtime ctime cbytes qnum qbytes lspid lrpid - -
+MSGINFO = struct.Struct("<7iHxx")  # msgpool msgmap msgmax msgmnb msgmni msgssz msgtql msgseg

@@ -1,14 +1,14 @@
-"""System V shared memory and semaphores where the Sentry owns the address
-spaces and runs the app's threads (kvm).
+"""System V IPC (shared memory, semaphores, message queues) where the
+Sentry owns the address spaces and runs the app's threads (kvm).
 
 On the host-process platforms the host kernel serves System V IPC in the
 sandbox's own IPC namespace (syscalls/ipc.py).  Here a segment is a memfd,
 and shmat maps it MAP_SHARED like any shared file mapping.  A segment's
 attach count is, as in Linux, the number of mappings of it in all address
 spaces, so fork, exec, exit and munmap need no bookkeeping of their own.
-A semaphore operation that cannot complete parks its task on the set's wait
-queue and runs again, whole, when the set changes.  Message queues are not
-served here (ENOSYS).
+A semaphore operation, or a message send or receive, that cannot complete
+parks its task on the object's wait queue and runs again, whole, when the
+object changes.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import sys
 import time
 
 from pysc.core.abi import consts as C
-from pysc.core.abi.structs import (IPC64_PERM, SEMBUF, SEMID64_DS, SEMINFO, SHM_INFO, SHMID64_DS,
-                                   SHMINFO64, TIMESPEC)
+from pysc.core.abi.structs import (IPC64_PERM, MSGINFO, MSQID64_DS, SEMBUF, SEMID64_DS, SEMINFO,
+                                   SHM_INFO, SHMID64_DS, SHMINFO64, TIMESPEC)
 from pysc.core.dispatch import s32, syscall
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.eventpoll import call_deadline, clear_deadline, expired
@@ -319,13 +319,8 @@ class SemSet(IPCObject):
         return SEMID64_DS.pack(self.perm(), self.otime, 0, self.ctime, 0, len(self.values), 0, 0)
 
 
-class SemNamespace(IPCIds):
-    def __init__(self, kernel):
-        super().__init__(C.SEMMNI)
-
-
-def _sem(t) -> SemNamespace:
-    return _namespace(t, "sysv_sem", SemNamespace)
+def _sem(t) -> IPCIds:
+    return _namespace(t, "sysv_sem", lambda kernel: IPCIds(C.SEMMNI))
 
 
 @syscall()
@@ -443,8 +438,11 @@ def semctl(t, semid, semnum, cmd, arg, *_):
     semid, semnum, cmd = s32(semid), s32(semnum), s32(cmd)
     ns = _sem(t)
     if cmd in (C.IPC_INFO, C.SEM_INFO):
+        usz, aem = 20, C.SEMVMX  # SEM_INFO: the sets and semaphores in use instead
+        if cmd == C.SEM_INFO:
+            usz, aem = len(ns.objects), sum(len(s.values) for s in ns.objects.values())
         t.mem.write(arg, SEMINFO.pack(C.SEMMNS, C.SEMMNI, C.SEMMNS, C.SEMMNS, C.SEMMSL, C.SEMOPM,
-                                      C.SEMOPM, 20, C.SEMVMX, C.SEMVMX))
+                                      C.SEMOPM, usz, C.SEMVMX, aem))
         return max(ns.objects, default=0)
     if cmd in (C.SEM_STAT, C.SEM_STAT_ANY):
         sems = ns.by_index(t, semid, cmd == C.SEM_STAT)
@@ -514,3 +512,162 @@ def pysc_task_exit(task):
             sems.pids[num] = pid
             sems.changed()
     undo.clear()
+
+
+# ---------------------------------------------------------------- message queues
+CAP_SYS_RESOURCE = 24
+
+
+class MsgQueue(IPCObject):
+    """A message queue: (type, text) pairs in order, and the queue its
+    blocked senders and receivers wait on."""
+
+    def __init__(self, key: int, mode: int, creds, index: int, seq: int):
+        super().__init__(key, mode, creds, index, seq)
+        self.messages: list[tuple[int, bytes]] = []
+        self.qbytes = C.MSGMNB
+        self.stime = self.rtime = 0
+        self.lspid = self.lrpid = 0
+        self.wq = WaitQueue()
+        self.removed = False
+
+    @property
+    def cbytes(self) -> int:
+        return sum(len(text) for _, text in self.messages)
+
+    def msqid_ds(self) -> bytes:
+        return MSQID64_DS.pack(self.perm(), self.stime, self.rtime, self.ctime, self.cbytes,
+                               len(self.messages), self.qbytes, self.lspid, self.lrpid, 0, 0)
+
+    def pick(self, msgtyp: int, except_: bool) -> int | None:
+        """The index of the message msgrcv takes, None if there is none."""
+        if msgtyp < 0:
+            best = None
+            for i, (mtype, _) in enumerate(self.messages):
+                if mtype <= -msgtyp and (best is None or mtype < self.messages[best][0]):
+                    best = i
+            return best
+        for i, (mtype, _) in enumerate(self.messages):
+            if msgtyp == 0 or (mtype != msgtyp if except_ else mtype == msgtyp):
+                return i
+        return None
+
+
+def _msg(t) -> IPCIds:
+    return _namespace(t, "sysv_msg", lambda kernel: IPCIds(C.MSGMNI))
+
+
+@syscall()
+def msgget(t, key, msgflg, *_):
+    key, msgflg = s32(key), s32(msgflg)
+    return _msg(t).by_key(t, key, msgflg, lambda index, seq: MsgQueue(key, msgflg, t.creds, index, seq)).id
+
+
+def _queue(t, msqid: int) -> MsgQueue:
+    """The queue, or EIDRM for a task that was waiting on it when it went."""
+    waiting = getattr(t, "msg_wait", None)
+    try:
+        return _msg(t).by_id(msqid)
+    except SyscallError:
+        if waiting is not None and waiting.id == msqid and waiting.removed:
+            t.msg_wait = None
+            raise SyscallError(C.EIDRM) from None
+        raise
+
+
+def _block(t, q: MsgQueue, flags: int, empty_errno: int):
+    if flags & C.IPC_NOWAIT:
+        t.msg_wait = None
+        raise SyscallError(empty_errno)
+    t.msg_wait = q
+    raise WouldBlock((q.wq,), restart="nohand")
+
+
+@syscall()
+def msgsnd(t, msqid, msgp, msgsz, msgflg, *_):
+    msgflg = s32(msgflg)
+    if msgsz > C.MSGMAX or s32(msqid) < 0:
+        raise SyscallError(C.EINVAL)
+    q = _queue(t, s32(msqid))
+    if not q.allows(t.creds, 2):
+        raise SyscallError(C.EACCES)
+    mtype = int.from_bytes(t.mem.read(msgp, 8), "little", signed=True)
+    if mtype < 1:
+        raise SyscallError(C.EINVAL)
+    text = t.mem.read(msgp + 8, msgsz) if msgsz else b""
+    if q.cbytes + msgsz > q.qbytes or len(q.messages) + 1 > q.qbytes:
+        _block(t, q, msgflg, C.EAGAIN)
+    t.msg_wait = None
+    q.messages.append((mtype, text))
+    q.lspid, q.stime = t.pidns.id_of(t.tg.pid), int(time.time())
+    q.wq.notify()
+    return 0
+
+
+@syscall()
+def msgrcv(t, msqid, msgp, msgsz, msgtyp, msgflg, *_):
+    msgflg = s32(msgflg)
+    msgtyp = int.from_bytes(msgtyp.to_bytes(8, "little"), "little", signed=True)
+    if msgsz >> 63 or s32(msqid) < 0:
+        raise SyscallError(C.EINVAL)
+    if msgflg & C.MSG_COPY:
+        raise SyscallError(C.ENOSYS)  # as a Linux built without checkpoint/restore
+    q = _queue(t, s32(msqid))
+    if not q.allows(t.creds, 4):
+        raise SyscallError(C.EACCES)
+    i = q.pick(msgtyp, bool(msgflg & C.MSG_EXCEPT))
+    if i is None:
+        _block(t, q, msgflg, C.ENOMSG)
+    t.msg_wait = None
+    mtype, text = q.messages[i]
+    if len(text) > msgsz:
+        if not msgflg & C.MSG_NOERROR:
+            raise SyscallError(C.E2BIG)
+        text = text[:msgsz]
+    t.mem.write(msgp, mtype.to_bytes(8, "little", signed=True) + text)
+    del q.messages[i]
+    q.lrpid, q.rtime = t.pidns.id_of(t.tg.pid), int(time.time())
+    q.wq.notify()
+    return len(text)
+
+
+@syscall()
+def msgctl(t, msqid, cmd, buf, *_):
+    msqid, cmd = s32(msqid), s32(cmd)
+    ns = _msg(t)
+    if cmd in (C.IPC_INFO, C.MSG_INFO):
+        if cmd == C.MSG_INFO:  # in use: queues, messages, bytes
+            qs = list(ns.objects.values())
+            info = (len(qs), sum(len(q.messages) for q in qs), C.MSGMAX, C.MSGMNB, C.MSGMNI, 16,
+                    sum(q.cbytes for q in qs), 0xFFFF)
+        else:
+            info = (C.MSGMNI * C.MSGMNB // 1024, C.MSGMNB * C.MSGMNI // 16, C.MSGMAX, C.MSGMNB, C.MSGMNI,
+                    16, C.MSGMNB * C.MSGMNI // 16, 0xFFFF)
+        t.mem.write(buf, MSGINFO.pack(*info))
+        return max(ns.objects, default=0)
+    if cmd in (C.MSG_STAT, C.MSG_STAT_ANY):
+        q = ns.by_index(t, msqid, cmd == C.MSG_STAT)
+        t.mem.write(buf, q.msqid_ds())
+        return q.id
+    q = ns.by_id(msqid)
+    if cmd == C.IPC_STAT:
+        if not q.allows(t.creds, 4):
+            raise SyscallError(C.EACCES)
+        t.mem.write(buf, q.msqid_ds())
+        return 0
+    if cmd not in (C.IPC_SET, C.IPC_RMID):
+        raise SyscallError(C.EINVAL)
+    if not q.owned_by(t.creds):
+        raise SyscallError(C.EPERM)
+    if cmd == C.IPC_SET:
+        data = t.mem.read(buf, MSQID64_DS.size)
+        qbytes = MSQID64_DS.unpack(data)[6]
+        if qbytes > C.MSGMNB and not t.creds.has_cap(CAP_SYS_RESOURCE):
+            raise SyscallError(C.EPERM)
+        q.set_perm(data[:IPC64_PERM.size])
+        q.qbytes = qbytes
+    else:
+        del ns.objects[q.index]
+        q.removed = True
+    q.wq.notify()  # senders may fit now; waiters on a removed queue fail with EIDRM
+    return 0

@@ -33,10 +33,11 @@ def test_threads_and_futexes(platform, cbin, static):
 
 
 @pytest.mark.parametrize("static", LINKAGE)
-@pytest.mark.parametrize("program", ["shm", "sem"])
+@pytest.mark.parametrize("program", ["shm", "sem", "msg"])
 def test_sysv_ipc(platform, cbin, static, program):
-    """System V shared memory and semaphores: the host kernel's in the
-    sandbox's IPC namespace (ptrace, seccomp), the Sentry's own (kvm)."""
+    """System V shared memory, semaphores and message queues: the host
+    kernel's in the sandbox's IPC namespace (ptrace, seccomp), the Sentry's
+    own (kvm)."""
     run_both(platform, cbin(program, static))
 
 
