@@ -163,13 +163,16 @@ class ControlServer:
             self.on_state("paused" if isinstance(msg, Pause) else "running")
             return Ok()
         if isinstance(msg, Ps):
-            ns = sb.containers[msg.container][2] if msg.container in sb.containers \
-                else sb.kernel.root_pidns
+            if msg.container:  # a pod container's, numbered as it sees them
+                groups = _processes_of(sb, msg.container)
+                pid_of = sb.containers[msg.container][2].pid_of if groups else None
+            else:
+                groups = list(sb.kernel.thread_groups.values())
+                pid_of = lambda tg: tg.pid if tg is not None else 0  # noqa: E731
             procs = []
-            for tg in _processes_of(sb, msg.container) if msg.container \
-                    else list(sb.kernel.thread_groups.values()):
+            for tg in groups:
                 leader = tg.leader
-                procs.append([ns.pid_of(tg), ns.pid_of(tg.parent), leader.creds.uid if leader else 0,
+                procs.append([pid_of(tg), pid_of(tg.parent), leader.creds.uid if leader else 0,
                               tg.comm.decode(errors="replace"), _cmdline(leader)])
             return Processes(sorted(procs))
         if isinstance(msg, Stats):
