@@ -150,6 +150,9 @@ class Kernel:
             self.thread_groups[tid] = tg
         task = Task(self, tg, tid, parent.creds.copy(), fs, fdt, ctx)
         task.sigmask = parent.sigmask
+        task.ioprio, task.sched_policy = parent.ioprio, parent.sched_policy
+        if parent.sched_reset_on_fork and tg.nice < 0:  # (real-time policies, reset too, never get here)
+            tg.nice = 0
         self.tasks[tid] = task
         self._number(tg.pidns, tid, ns_ids)
         return task

@@ -113,6 +113,7 @@ class ThreadGroup:
         self.pgid = parent.pgid if parent else pid
         self.sid = parent.sid if parent else pid
         self.rlimits = parent.rlimits.copy() if parent else Rlimits()
+        self.nice = parent.nice if parent else 0  # where the Sentry keeps it (kvm)
         self.exit_status: int | None = None  # a wait status once all tasks exited
         self.reaped = False
         self.exe: "Dentry | None" = parent.exe if parent else None
@@ -171,6 +172,10 @@ class Task:
         self.pending = SigPending()
         self.altstack = (0, 2, 0)  # ss_sp, ss_flags (SS_DISABLE), ss_size
         self.robust_list = (0, 0)
+        # Scheduling policy and I/O priority, where the Sentry keeps them (kvm).
+        self.sched_policy = C.SCHED_OTHER
+        self.sched_reset_on_fork = False
+        self.ioprio = 0
         tg.tasks.append(self)
 
     @property

@@ -221,3 +221,4 @@ SEMINFO = struct.Struct("<10i")  # semmap semmni semmns semmnu semmsl semopm sem
 SEMBUF = struct.Struct("<Hhh")  # sem_num sem_op sem_flg
 MSQID64_DS = struct.Struct("<48sqqqQQQiiQQ")  # perm stime rtime ctime cbytes qnum qbytes lspid lrpid - -
 MSGINFO = struct.Struct("<7iHxx")  # msgpool msgmap msgmax msgmnb msgmni msgssz msgtql msgseg
+SCHED_ATTR = struct.Struct("<IIQiIQQQII")  # size policy flags nice priority runtime deadline period util_min/max

@@ -10,7 +10,7 @@ import threading
 import time
 
 from pysc.core.abi import consts as C
-from pysc.core.abi.structs import CLONE_ARGS, RUSAGE, TIMESPEC, TMS
+from pysc.core.abi.structs import CLONE_ARGS, RUSAGE, SCHED_ATTR, TIMESPEC, TMS
 from pysc.core.dispatch import CONTINUE, s32, syscall
 from pysc.core.errors import SyscallError, WouldBlock
 from pysc.core.eventpoll import call_deadline, clear_deadline, expired
@@ -38,12 +38,6 @@ def pysc_syscalls(table, platform):
         return
     table.register_module(sys.modules[__name__])
     _wrap_host_scoped(table)
-    for name in HOST_ONLY:
-        table.unregister(name)
-
-
-# Answered by the host kernel on the other platforms, not (yet) by the Sentry.
-HOST_ONLY = ("ioprio_get", "ioprio_set", "sched_rr_get_interval", "sched_getattr", "sched_setattr")
 
 
 # --- clone ---
@@ -410,25 +404,47 @@ def _task_of(t, pid):
     return task
 
 
+# The Sentry runs every thread as the host schedules its vCPU thread: it
+# records the policy and nice value a thread asks for, and refuses what needs
+# privileges the sandbox does not have (real-time, deadline).
+NORMAL_POLICIES = (C.SCHED_OTHER, C.SCHED_BATCH, C.SCHED_IDLE)
+
+
+def _check_policy(policy: int, priority: int) -> int:
+    """The policy without its reset-on-fork flag, if the sandbox may have it."""
+    policy &= ~C.SCHED_RESET_ON_FORK
+    if policy in (C.SCHED_FIFO, C.SCHED_RR, C.SCHED_DEADLINE):
+        raise SyscallError(C.EPERM if policy != C.SCHED_DEADLINE or priority == 0 else C.EINVAL)
+    if policy not in NORMAL_POLICIES or priority != 0:
+        raise SyscallError(C.EINVAL)
+    return policy
+
+
+def _set_policy(task, policy: int, reset: bool) -> None:
+    task.sched_policy, task.sched_reset_on_fork = policy, reset
+
+
 @syscall()
 def sched_getscheduler(t, pid, *_):
-    _task_of(t, pid)
-    return 0  # SCHED_OTHER
+    task = _task_of(t, pid)
+    reset = C.SCHED_RESET_ON_FORK if task.sched_reset_on_fork else 0
+    return task.sched_policy | reset
 
 
 @syscall()
 def sched_setscheduler(t, pid, policy, param, *_):
-    _task_of(t, pid)
-    prio = t.mem.read_u32(param)
-    if s32(policy) in (0, 3, 5) and prio == 0:  # OTHER, BATCH, IDLE
-        return 0
-    raise SyscallError(C.EPERM if s32(policy) in (1, 2) else C.EINVAL)
+    task = _task_of(t, pid)
+    if s32(policy) < 0:
+        raise SyscallError(C.EINVAL)
+    policy = s32(policy)
+    _set_policy(task, _check_policy(policy, t.mem.read_u32(param)), bool(policy & C.SCHED_RESET_ON_FORK))
+    return 0
 
 
 @syscall()
 def sched_getparam(t, pid, param, *_):
     _task_of(t, pid)
-    t.mem.write_u32(param, 0)
+    t.mem.write_u32(param, 0)  # the priority of every normal policy
     return 0
 
 
@@ -437,6 +453,50 @@ def sched_setparam(t, pid, param, *_):
     _task_of(t, pid)
     if t.mem.read_u32(param) != 0:
         raise SyscallError(C.EINVAL)
+    return 0
+
+
+@syscall()
+def sched_getattr(t, pid, attr, size, flags, *_):
+    if s32(pid) < 0 or not attr or flags or size < C.SCHED_ATTR_SIZE_VER0 or size > C.PAGE_SIZE:
+        raise SyscallError(C.EINVAL)
+    task = _task_of(t, pid)
+    size = min(size, C.SCHED_ATTR_SIZE_VER1)
+    flags = C.SCHED_FLAG_RESET_ON_FORK if task.sched_reset_on_fork else 0
+    data = SCHED_ATTR.pack(size, task.sched_policy, flags,
+                           task.tg.nice, 0, 0, 0, 0, 0, 1024)
+    t.mem.write(attr, data[:size])
+    return 0
+
+
+@syscall()
+def sched_setattr(t, pid, attr, flags, *_):
+    if s32(pid) < 0 or not attr or flags:
+        raise SyscallError(C.EINVAL)
+    size = t.mem.read_u32(attr) or C.SCHED_ATTR_SIZE_VER0
+    if not C.SCHED_ATTR_SIZE_VER0 <= size <= C.PAGE_SIZE:
+        t.mem.write_u32(attr, C.SCHED_ATTR_SIZE_VER1)
+        raise SyscallError(C.E2BIG)
+    data = t.mem.read(attr, size).ljust(SCHED_ATTR.size, b"\0")
+    if any(data[SCHED_ATTR.size:]):  # fields of a newer kernel, set: not understood here
+        t.mem.write_u32(attr, C.SCHED_ATTR_SIZE_VER1)
+        raise SyscallError(C.E2BIG)
+    _, policy, sflags, nice, priority = SCHED_ATTR.unpack(data[:SCHED_ATTR.size])[:5]
+    if sflags & ~C.SCHED_FLAG_RESET_ON_FORK:
+        raise SyscallError(C.EINVAL)
+    task = _task_of(t, pid)
+    policy = _check_policy(policy, priority)
+    _set_nice(t, task.tg, nice)
+    _set_policy(task, policy, bool(sflags))
+    return 0
+
+
+@syscall()
+def sched_rr_get_interval(t, pid, tp, *_):
+    if s32(pid) < 0:
+        raise SyscallError(C.EINVAL)
+    _task_of(t, pid)
+    t.mem.write(tp, TIMESPEC.pack(0, 0))  # no round-robin thread here: no time slice
     return 0
 
 
@@ -464,18 +524,71 @@ def sched_get_priority_min(t, policy, *_):
 def getpriority(t, which, who, *_):
     if s32(which) != 0:  # PRIO_PROCESS only
         raise SyscallError(C.EINVAL)
-    return 20 - getattr(_tg_of(t, who), "nice", 0)
+    return 20 - _tg_of(t, who).nice
 
 
 @syscall()
 def setpriority(t, which, who, prio, *_):
     if s32(which) != 0:
         raise SyscallError(C.EINVAL)
-    tg = _tg_of(t, who)
-    nice = max(-20, min(19, s32(prio)))
-    if nice < getattr(tg, "nice", 0) and not t.creds.has_cap(CAP_SYS_NICE):
+    _set_nice(t, _tg_of(t, who), s32(prio))
+    return 0
+
+
+def _set_nice(t, tg, nice: int) -> None:
+    nice = max(-20, min(19, nice))
+    if nice < tg.nice and not t.creds.has_cap(CAP_SYS_NICE):
         raise SyscallError(C.EACCES)
     tg.nice = nice
+
+
+# --- I/O priorities: recorded per thread, as the Sentry does its I/O itself ---
+def _ioprio_targets(t, which: int, who: int) -> list:
+    if which == C.IOPRIO_WHO_PROCESS:
+        return [_task_of(t, who)]
+    if which == C.IOPRIO_WHO_PGRP:
+        group = t.tg.pgid if who == 0 else t.pidns.kernel_id(who)
+        tasks = [task for tg in list(t.kernel.thread_groups.values()) if tg.pgid == group and tg.alive
+                 for task in tg.tasks]
+    elif which == C.IOPRIO_WHO_USER:
+        uid = t.creds.uid if who == 0 else who
+        tasks = [task for task in list(t.kernel.tasks.values()) if task.creds.uid == uid]
+    else:
+        raise SyscallError(C.EINVAL)
+    tasks = [task for task in tasks if t.pidns.id_of(task.tid)]
+    if not tasks:
+        raise SyscallError(C.ESRCH)
+    return tasks
+
+
+def _ioprio_best(a: int, b: int) -> int:
+    """Linux's ioprio_best: the higher class (RT, then BE, then IDLE; none
+    counts as BE level 4), then the lower level."""
+    a = a if a >> 13 else (C.IOPRIO_CLASS_BE << 13) | 4
+    b = b if b >> 13 else (C.IOPRIO_CLASS_BE << 13) | 4
+    return min(a, b) if a >> 13 == b >> 13 else (a if a >> 13 < b >> 13 else b)
+
+
+@syscall()
+def ioprio_get(t, which, who, *_):
+    targets = _ioprio_targets(t, s32(which), s32(who))
+    best = targets[0].ioprio
+    for task in targets[1:]:
+        best = _ioprio_best(best, task.ioprio)
+    return best
+
+
+@syscall()
+def ioprio_set(t, which, who, ioprio, *_):
+    ioprio = s32(ioprio)
+    cls, data = ioprio >> 13, ioprio & 0x1FFF
+    if cls == C.IOPRIO_CLASS_RT:
+        raise SyscallError(C.EPERM)  # needs CAP_SYS_ADMIN, which the sandbox does not give
+    if cls == C.IOPRIO_CLASS_BE and data >= 8 or cls == C.IOPRIO_CLASS_NONE and data \
+            or cls not in (C.IOPRIO_CLASS_NONE, C.IOPRIO_CLASS_BE, C.IOPRIO_CLASS_IDLE):
+        raise SyscallError(C.EINVAL)
+    for task in _ioprio_targets(t, s32(which), s32(who)):
+        task.ioprio = ioprio
     return 0
 
 

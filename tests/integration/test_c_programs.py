@@ -41,6 +41,12 @@ def test_sysv_ipc(platform, cbin, static, program):
     run_both(platform, cbin(program, static))
 
 
+def test_scheduling_and_io_priorities(platform, cbin):
+    """Policies, nice values and I/O priorities a process sets and reads back
+    (the host's on ptrace and seccomp, kept by the Sentry on kvm)."""
+    run_both(platform, cbin("sched", False))
+
+
 @pytest.mark.parametrize("static", LINKAGE)
 def test_memory_and_faults(platform, cbin, static):
     """mmap family, file mappings, copy on write, and fault signals with their codes and addresses."""
