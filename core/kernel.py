@@ -255,6 +255,9 @@ class Kernel:
         if any(t is not task and t.fdtable is task.fdtable for t in self.tasks.values()):
             task.fdtable = task.fdtable.copy()  # exec unshares the fd table
         task.fdtable.close_on_exec()
+        for timer in task.tg.posix_timers.values():  # exec deletes them
+            timer.cancel()
+        task.tg.posix_timers.clear()
         if info is not None:
             task.tg.exe = info.dentry
             task.tg.comm = info.comm

@@ -142,8 +142,8 @@ def send(kernel, tg: "ThreadGroup", sig: int, info: bytes, task: "Task | None" =
     # task it was sent to: the thread, or for a process the group leader.
     addressee = task or getattr(tg, "leader", None) or tg.tasks[0]
     blocked = bool(addressee.sigmask & bit(sig))
-    if tg is kernel.init and not from_kernel and tg.sighand.actions[sig].handler == C.SIG_DFL \
-            and sig != C.SIGKILL and not blocked:
+    if (tg is kernel.init or tg.pidns.init is tg) and not from_kernel \
+            and tg.sighand.actions[sig].handler == C.SIG_DFL and sig != C.SIGKILL and not blocked:
         return  # the init of a pid namespace gets only the signals it handles or blocks
     if sig == C.SIGKILL:
         kernel.platform.kill_group(tg, C.SIGKILL)

@@ -114,6 +114,7 @@ class ThreadGroup:
         self.sid = parent.sid if parent else pid
         self.rlimits = parent.rlimits.copy() if parent else Rlimits()
         self.nice = parent.nice if parent else 0  # where the Sentry keeps it (kvm)
+        self.posix_timers: dict[int, Any] = {}  # timer_create's, where the Sentry runs them (kvm)
         self.exit_status: int | None = None  # a wait status once all tasks exited
         self.reaped = False
         self.exe: "Dentry | None" = parent.exe if parent else None

@@ -31,6 +31,7 @@ class FakeTG:
         self.shared_pending = SigPending()
         self.tasks = []
         self.stopped = False
+        self.pidns = PIDNamespace(None)  # a root one, without an init of its own
 
 
 class FakeTask:

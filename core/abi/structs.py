@@ -222,3 +222,5 @@ SEMBUF = struct.Struct("<Hhh")  # sem_num sem_op sem_flg
 MSQID64_DS = struct.Struct("<48sqqqQQQiiQQ")  # perm stime rtime ctime cbytes qnum qbytes lspid lrpid - -
 MSGINFO = struct.Struct("<7iHxx")  # msgpool msgmap msgmax msgmnb msgmni msgssz msgtql msgseg
 SCHED_ATTR = struct.Struct("<IIQiIQQQII")  # size policy flags nice priority runtime deadline period util_min/max
+SIGEVENT = struct.Struct("<QiiI44x")  # sigev_value sigev_signo sigev_notify sigev_notify_thread_id
+ITIMERSPEC = struct.Struct("<qqqq")  # it_interval, it_value (timespecs)

@@ -41,6 +41,13 @@ def test_sysv_ipc(platform, cbin, static, program):
     run_both(platform, cbin(program, static))
 
 
+@pytest.mark.parametrize("static", LINKAGE)
+def test_posix_timers(platform, cbin, static):
+    """timer_create and friends: the host kernel's on ptrace and seccomp, the
+    Sentry's on kvm, with the same signals, siginfo and clocks."""
+    run_both(platform, cbin("timers", static))
+
+
 def test_scheduling_and_io_priorities(platform, cbin):
     """Policies, nice values and I/O priorities a process sets and reads back
     (the host's on ptrace and seccomp, kept by the Sentry on kvm)."""
