@@ -151,7 +151,7 @@ class Kernel:
         task = Task(self, tg, tid, parent.creds.copy(), fs, fdt, ctx)
         task.sigmask = parent.sigmask
         task.ioprio, task.sched_policy = parent.ioprio, parent.sched_policy
-        if parent.sched_reset_on_fork and tg.nice < 0:  # (real-time policies, reset too, never get here)
+        if parent.sched_reset_on_fork and tg.nice < 0:  # no raised priority passes to the child
             tg.nice = 0
         self.tasks[tid] = task
         self._number(tg.pidns, tid, ns_ids)

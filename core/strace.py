@@ -494,8 +494,8 @@ def errno_str(err: int) -> str:
 
 
 def format_result(name: str, result) -> str:
-    if not isinstance(result, int):
-        return "<host>" if repr(result) == "CONTINUE" else repr(result)
+    if not isinstance(result, int):  # the host's to answer, or no value (rt_sigreturn on kvm)
+        return "<host>" if repr(result) == "CONTINUE" else "?"
     r = _s64(result)
     if -C.MAX_ERRNO <= r < 0:
         return f"-1 {errno_str(-r)}"
