@@ -361,6 +361,7 @@ class Vcpu:
         self._mode_after_syscall = _USER if machine.flavour == "pvm" else _STUB
         self._mode = _USER
         self._thread: int | None = None
+        self.exits = 0  # KVM_RUN returns so far: each one orders the vCPU's memory accesses
         self._stack_view = machine.phys.frame_view(stack_gpa)
         self._stack_va = stack_top - PAGE_SIZE
         self._resume_frame_va = stack_top - _RESUME_FRAME.size
@@ -470,6 +471,11 @@ class Vcpu:
         fcntl.ioctl(self.fd, K.KVM_SET_XSAVE, self._xsave, True)
 
     # --- running ---
+    @property
+    def in_guest(self) -> bool:
+        """Inside KVM_RUN now (or about to be)."""
+        return self._thread is not None
+
     def kick(self) -> None:
         """Make the current or the next run() return promptly; any thread."""
         self._run.immediate_exit = 1
@@ -543,6 +549,7 @@ class Vcpu:
             return -1
         finally:
             self._thread = None
+            self.exits += 1
         return run.exit_reason
 
     def _enter_via_iret(self, regs: K.kvm_regs) -> None:

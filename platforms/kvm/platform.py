@@ -307,6 +307,23 @@ class KvmPlatform:
         mm.users = 1
         return mm
 
+    def barrier(self, caller, mm=None) -> None:
+        """membarrier: every other thread running guest code (of address
+        space ``mm``, or all) leaves it once, which orders its memory
+        accesses (a VM exit serialises the CPU), before this returns.
+        Called with the lock held; the kicked threads leave KVM_RUN
+        without it."""
+        kicked = []
+        for ctx in list(self.contexts):
+            vcpu = ctx.vcpu
+            if ctx is not caller and (mm is None or ctx.mm is mm) and vcpu.in_guest:
+                kicked.append((vcpu, vcpu.exits))
+                vcpu.kick()
+        deadline = time.monotonic() + 5
+        for vcpu, exits in kicked:
+            while vcpu.exits == exits and vcpu.in_guest and time.monotonic() < deadline:
+                time.sleep(0.00005)
+
     def signal_thread(self, task, sig: int) -> None:
         signals.send(self.kernel, task.tg, sig, pack_siginfo(sig, signals.SI_KERNEL), task=task,
                      from_kernel=True)

@@ -76,3 +76,51 @@ def msync(t, addr, length, flags, *_):
 def mlock(t, *_):
     """Guest memory is never swapped out by the Sentry: locking changes nothing."""
     return 0
+
+
+# membarrier: the commands served.  The rseq ones are not: rseq is ENOSYS here.
+MEMBARRIER_SERVED = (C.MEMBARRIER_CMD_GLOBAL | C.MEMBARRIER_CMD_GLOBAL_EXPEDITED
+                     | C.MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED | C.MEMBARRIER_CMD_PRIVATE_EXPEDITED
+                     | C.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+                     | C.MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE
+                     | C.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
+                     | C.MEMBARRIER_CMD_GET_REGISTRATIONS)
+# each expedited command, and the registration it needs
+MEMBARRIER_NEEDS = {C.MEMBARRIER_CMD_PRIVATE_EXPEDITED: C.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                    C.MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE:
+                        C.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE}
+
+
+@syscall()
+def membarrier(t, cmd, flags, cpu_id, *_):
+    """Barriers between the app's threads: each thread running guest code
+    is made to leave it once (a VM exit orders memory and serialises the
+    core, so the SYNC_CORE commands are served too)."""
+    cmd = s32(cmd)
+    if flags:
+        raise SyscallError(C.EINVAL)
+    mm = t.mem
+    registered = getattr(mm, "membarrier_registered", 0)
+    if cmd == C.MEMBARRIER_CMD_QUERY:
+        return MEMBARRIER_SERVED
+    if cmd == C.MEMBARRIER_CMD_GET_REGISTRATIONS:
+        return registered
+    if cmd in (C.MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, C.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+               C.MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE):
+        mm.membarrier_registered = registered | cmd
+        return 0
+    platform = t.kernel.platform
+    if cmd == C.MEMBARRIER_CMD_GLOBAL:
+        platform.barrier(t.ctx)
+    elif cmd == C.MEMBARRIER_CMD_GLOBAL_EXPEDITED:
+        for tg in list(t.kernel.thread_groups.values()):
+            if tg.mm is not None and getattr(tg.mm, "membarrier_registered", 0) \
+                    & C.MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED:
+                platform.barrier(t.ctx, tg.mm)
+    elif cmd in MEMBARRIER_NEEDS:
+        if not registered & MEMBARRIER_NEEDS[cmd]:
+            raise SyscallError(C.EPERM)
+        platform.barrier(t.ctx, mm)
+    else:
+        raise SyscallError(C.EINVAL)
+    return 0

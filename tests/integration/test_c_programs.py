@@ -48,6 +48,12 @@ def test_posix_timers(platform, cbin, static):
     run_both(platform, cbin("timers", static))
 
 
+def test_membarrier(platform, cbin):
+    """The host's membarrier on ptrace and seccomp; on kvm the Sentry makes
+    each thread running guest code leave it once."""
+    run_both(platform, cbin("membarrier", False))
+
+
 def test_scheduling_and_io_priorities(platform, cbin):
     """Policies, nice values and I/O priorities a process sets and reads back
     (the host's on ptrace and seccomp, kept by the Sentry on kvm)."""
