@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import sys
 import threading
 import time
@@ -776,3 +777,49 @@ def futex(t, uaddr, op, val, timeout, uaddr2, val3):
         return n
     raise SyscallError(C.ENOSYS)
 
+
+
+FUTEX_WAITV_MAX, FUTEX2_SIZE_U32, FUTEX2_SIZE_MASK = 128, 0x02, 0x03
+FUTEX_WAITV = struct.Struct("<QQII")  # val, uaddr, flags, reserved
+
+
+@syscall()
+def futex_waitv(t, waiters, nr_futexes, flags, timeout, clockid, *_):
+    """Wait on several 32-bit futexes at once; the index of one that woke."""
+    if flags or not 0 < nr_futexes <= FUTEX_WAITV_MAX or not waiters:
+        raise SyscallError(C.EINVAL)
+    raw = t.mem.read(waiters, FUTEX_WAITV.size * nr_futexes)
+    entries = [FUTEX_WAITV.unpack_from(raw, i * FUTEX_WAITV.size) for i in range(nr_futexes)]
+    if any(f & ~(FUTEX2_SIZE_MASK | FUTEX_PRIVATE) or f & FUTEX2_SIZE_MASK != FUTEX2_SIZE_U32 or r or a & 3
+           for _, a, f, r in entries):
+        raise SyscallError(C.EINVAL)
+    call = ("futex_waitv", waiters, nr_futexes)
+    waits = getattr(t, "futex_waitv", None)
+    if waits is not None and waits[0] == call:
+        for i, w in enumerate(waits[1]):
+            if w.woken:
+                t.futex_waitv = None
+                clear_deadline(t, call)
+                return i
+    deadline = None
+    if timeout:
+        if s32(clockid) not in (0, 1):  # CLOCK_REALTIME, CLOCK_MONOTONIC
+            raise SyscallError(C.EINVAL)
+        sec, nsec = TIMESPEC.unpack(t.mem.read(timeout, TIMESPEC.size))
+        if sec < 0 or not 0 <= nsec < 1_000_000_000:
+            raise SyscallError(C.EINVAL)
+        clock = time.CLOCK_REALTIME if s32(clockid) == 0 else time.CLOCK_MONOTONIC
+        deadline = call_deadline(t, call, max(0.0, sec + nsec / 1e9 - time.clock_gettime(clock)))
+    for val, addr, _, _ in entries:
+        if t.mem.read_u32(addr) != val & 0xFFFFFFFF:
+            t.futex_waitv = None
+            clear_deadline(t, call)
+            raise SyscallError(C.EAGAIN)
+    if expired(deadline):
+        t.futex_waitv = None
+        clear_deadline(t, call)
+        raise SyscallError(C.ETIMEDOUT)
+    table = t.kernel.objects["futexes"]
+    ws = [FutexWait(table, futex_key(t.mem, addr, bool(f & FUTEX_PRIVATE)), ALL_BITS) for _, addr, f, _ in entries]
+    t.futex_waitv = (call, ws)
+    raise WouldBlock(ws, deadline=deadline, restart="sys")

@@ -48,6 +48,10 @@ def test_posix_timers(platform, cbin, static):
     run_both(platform, cbin("timers", static))
 
 
+def test_futex_waitv(platform, cbin):
+    run_both(platform, cbin("futex_waitv", False))
+
+
 def test_membarrier(platform, cbin):
     """The host's membarrier on ptrace and seccomp; on kvm the Sentry makes
     each thread running guest code leave it once."""
