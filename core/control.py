@@ -150,7 +150,8 @@ class ControlServer:
             return Ok()
         if isinstance(msg, Kill):
             if msg.container:
-                for tg in _processes_of(sb, msg.container):
+                entry = sb.containers.get(msg.container)
+                for tg in sb.processes_in(entry[0]) if entry else ():
                     sb.platform.signal_processes(msg.signal, pid=tg.pid)
             else:
                 sb.platform.signal_processes(msg.signal, msg.all, msg.pid)
@@ -164,8 +165,9 @@ class ControlServer:
             return Ok()
         if isinstance(msg, Ps):
             if msg.container:  # a pod container's, numbered as it sees them
-                groups = _processes_of(sb, msg.container)
-                pid_of = sb.containers[msg.container][2].pid_of if groups else None
+                entry = sb.containers.get(msg.container)
+                groups = sb.processes_in(entry[0]) if entry else []
+                pid_of = entry[2].pid_of if entry else None
             else:
                 groups = list(sb.kernel.thread_groups.values())
                 pid_of = lambda tg: tg.pid if tg is not None else 0  # noqa: E731
@@ -187,14 +189,6 @@ class ControlServer:
             pass
         self.thread.join(5)
         self.sock.close()
-
-
-def _processes_of(sb, cid: str) -> list:
-    """The live processes of pod container ``cid``: those its pid namespace sees."""
-    entry = sb.containers.get(cid)
-    if entry is None:
-        return []
-    return [tg for tg in list(sb.kernel.thread_groups.values()) if tg.alive and entry[2].sees(tg)]
 
 
 def _cmdline(task) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from pysc.core.errors import SyscallError
+
 ALL_BITS = 0xFFFFFFFF
 # The futex word of a robust (or PI) lock: owner tid and two flags.
 FUTEX_WAITERS = 0x80000000
@@ -106,7 +108,6 @@ def release_robust_list(mem, head: int, tid: int, wake: Callable[[int], None]) -
     The word is rewritten without an atomic compare-and-swap (Python has
     none for app memory): a waiter that sets FUTEX_WAITERS just then could
     lose that bit, so a waiter is woken whether or not the bit is set."""
-    from pysc.core.errors import SyscallError
     try:
         entry = mem.read_u64(head)
         offset = int.from_bytes(mem.read(head + 8, 8), "little", signed=True)

@@ -345,13 +345,14 @@ class Sandbox:
         entry = self.containers.pop(cid, None)
         if entry is None:
             return None
-        for pid in self.processes_in(entry[0]):
-            self.platform.signal_processes(signal.SIGKILL, pid=pid)
+        for tg in self.processes_in(entry[0]):
+            self.platform.signal_processes(signal.SIGKILL, pid=tg.pid)
         return weakref.ref(entry[0])
 
-    def processes_in(self, vfs: VFS) -> list[int]:
-        """Pids of the live processes whose mount tree is ``vfs``."""
-        return [tg.pid for tg in list(self.kernel.thread_groups.values())
+    def processes_in(self, vfs: VFS) -> list:
+        """The live processes (ThreadGroups) whose mount tree is ``vfs``: a
+        container's."""
+        return [tg for tg in list(self.kernel.thread_groups.values())
                 if tg.alive and tg.leader is not None and tg.leader.vfs is vfs]
 
     def spawn_exec(self, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, creds: Credentials,

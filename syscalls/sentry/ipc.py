@@ -44,6 +44,7 @@ class IPCObject:
         self.gid = self.cgid = creds.egid
         self.ctime = int(time.time())
         self.index, self.seq = index, seq
+        self.removed = False  # IPC_RMID'd (semaphore sets, message queues)
 
     @property
     def id(self) -> int:
@@ -88,10 +89,13 @@ class IPCIds:
         seq, self.seq = self.seq, (self.seq + 1) % (1 << 16)
         return index, seq
 
-    def by_id(self, ident: int):
+    def by_id(self, ident: int, waited: "IPCObject | None" = None):
+        """The object ``ident`` names; EIDRM when it is ``waited``, the one a
+        blocked call of the caller waits on, and was removed meanwhile."""
         obj = self.objects.get(ident % C.IPCMNI) if ident >= 0 else None
         if obj is None or obj.id != ident:
-            raise SyscallError(C.EINVAL)
+            removed = waited is not None and waited.removed and waited.id == ident
+            raise SyscallError(C.EIDRM if removed else C.EINVAL)
         return obj
 
     def by_index(self, t, index: int, check: bool):
@@ -310,7 +314,6 @@ class SemSet(IPCObject):
         self.pids = [0] * nsems
         self.otime = 0
         self.wq = WaitQueue()
-        self.removed = False
 
     def changed(self) -> None:
         self.wq.notify()
@@ -357,11 +360,9 @@ def _semop(t, semid: int, sops: int, nsops: int, timeout: float | None) -> int:
     ops = [SEMBUF.unpack_from(raw, i * SEMBUF.size) for i in range(nsops)]
     waiting = getattr(t, "sem_wait", None)
     try:
-        sems = _sem(t).by_id(semid)
+        sems = _sem(t).by_id(semid, waiting[0] if waiting else None)
     except SyscallError:
-        if waiting is not None and waiting[0].id == semid and waiting[0].removed:
-            t.sem_wait = None
-            raise SyscallError(C.EIDRM) from None
+        t.sem_wait = None
         raise
     if any(num >= len(sems.values) for num, _, _ in ops):
         raise SyscallError(C.EFBIG)
@@ -529,7 +530,6 @@ class MsgQueue(IPCObject):
         self.stime = self.rtime = 0
         self.lspid = self.lrpid = 0
         self.wq = WaitQueue()
-        self.removed = False
 
     @property
     def cbytes(self) -> int:
@@ -565,13 +565,10 @@ def msgget(t, key, msgflg, *_):
 
 def _queue(t, msqid: int) -> MsgQueue:
     """The queue, or EIDRM for a task that was waiting on it when it went."""
-    waiting = getattr(t, "msg_wait", None)
     try:
-        return _msg(t).by_id(msqid)
+        return _msg(t).by_id(msqid, getattr(t, "msg_wait", None))
     except SyscallError:
-        if waiting is not None and waiting.id == msqid and waiting.removed:
-            t.msg_wait = None
-            raise SyscallError(C.EIDRM) from None
+        t.msg_wait = None
         raise
 
 
