@@ -16,7 +16,7 @@ from pysc.core.errors import SyscallError
 from pysc.core.file import HostFDFile
 from pysc.core.mm.mm import FAULT_EXEC, FAULT_WRITE, MemoryManager, access_from_error_code
 from pysc.core.mm.pagetable import ADDR_MASK, PTE_NX, PTE_P, PTE_RW, MMUFault, translate
-from pysc.core.mm.physical import PAGE_SIZE, PhysicalMemory
+from pysc.core.mm.physical import HUGE_SIZE, PAGE_SIZE, PhysicalMemory
 
 P = PAGE_SIZE
 RW = C.PROT_READ | C.PROT_WRITE
@@ -35,6 +35,7 @@ class Shadow:
         self.cache: dict[tuple[int, int], tuple[int, bool, bool]] = {}
         self.zapped: list[int] = []
         zap, zap_many, drop, unref = phys.zap, phys.zap_many, phys.drop, phys.unref
+        forget, discard_huge, flush = phys.forget, phys.discard_huge, phys.flush_shadows
 
         def w_zap(gpa, n=P):
             self.invalidate(range(gpa, gpa + n, P))
@@ -53,6 +54,19 @@ class Shadow:
                 self.invalidate([gpa])
             unref(gpa)
         phys.zap, phys.zap_many, phys.drop, phys.unref = w_zap, w_zap_many, w_drop, w_unref
+
+        def w_forget(gpa, n):
+            self.invalidate(range(gpa, gpa + n, P))
+            forget(gpa, n)
+
+        def w_discard_huge(gpa):
+            self.invalidate(range(gpa, gpa + HUGE_SIZE, P))
+            discard_huge(gpa)
+
+        def w_flush():
+            self.cache.clear()
+            return flush()
+        phys.forget, phys.discard_huge, phys.flush_shadows = w_forget, w_discard_huge, w_flush
 
     def invalidate(self, gpas) -> None:
         gone = {g & ~(P - 1) for g in gpas}
@@ -365,6 +379,7 @@ def test_fault_cases(mm, sh):
 
 def test_sequential_touching_fills_bigger_windows(mm, sh):
     a = mm.mmap(0x4000_0000, 2048 * P, RW, ANON | C.MAP_FIXED)
+    mm.madvise(a, 2048 * P, C.MADV_NOHUGEPAGE)  # small pages
     sh.store(mm, a + 3 * P, b"1")
     assert mm.mincore(a, 2048 * P).count(1) == 16  # one fault-around window
     sh.store(mm, a + 16 * P, b"2")  # in order: the next fault fills far more
@@ -374,6 +389,132 @@ def test_sequential_touching_fills_bigger_windows(mm, sh):
     sh.store(mm, a + 1487 * P, b"4")  # going down, in order
     assert mm.mincore(a + 1232 * P, 256 * P) == b"\1" * 256
     sh.check(mm)
+
+
+# ------------------------------------------------------------ huge pages
+H = HUGE_SIZE
+
+
+@pytest.fixture
+def flushes(phys):
+    """Shadow flushes asked of the (absent) hypervisor."""
+    seen = []
+    phys.shadow_flush = lambda: seen.append(1)
+    return seen
+
+
+def huge_map(mm, length=2 * H):
+    a = mm.mmap(0, length, RW, ANON)
+    assert a % H == 0, "large anonymous mappings are 2 MiB aligned"
+    return a
+
+
+def test_large_anonymous_mappings_get_huge_pages(mm, sh, phys):
+    if not phys.huge_pages:
+        pytest.skip("the host gives no transparent huge pages (THP 'never')")
+    a = huge_map(mm)
+    sh.store(mm, a + 5 * P, b"five")
+    assert set(mm.pt.huge) == {a >> 21} and not mm.pt.pts.get(a >> 21)
+    assert mm.rss == H and mm.mincore(a, H) == b"\1" * 512
+    sh.store(mm, a + H + 7, b"x")  # the second slot: its own page
+    assert len(mm.pt.huge) == 2 and mm.rss == 2 * H
+    assert mm.read(a + 5 * P, 4) == b"five"
+    mm.write(a + H - 2, b"across")  # the Sentry writes over the boundary of two huge pages
+    assert sh.load(mm, a + H - 2, 2) == b"ac" and sh.load(mm, a + H, 4) == b"ross"
+    sh.check(mm)
+    # not: a MAP_STACK mapping, a small one, MADV_NOHUGEPAGE, a read-only one
+    b = mm.mmap(0, 2 * H, RW, ANON | C.MAP_STACK)
+    mm.madvise(mm.mmap(0, 2 * H, RW, ANON), 2 * H, C.MADV_NOHUGEPAGE)
+    c = mm.mmap(0, H, C.PROT_READ, ANON)
+    for v in mm.vmas:
+        sh.access(mm, max(v.start, (v.start + H - 1) & ~(H - 1)))
+    assert len(mm.pt.huge) == 2
+    # MADV_HUGEPAGE asks for them
+    mm.munmap(b, 2 * H)
+    d = mm.mmap(b, 2 * H, RW, ANON | C.MAP_STACK | C.MAP_FIXED)
+    mm.madvise(d, 2 * H, C.MADV_HUGEPAGE)
+    sh.store(mm, d + H, b"y")
+    assert (d + H) >> 21 in mm.pt.huge
+    assert sh.load(mm, c, 1) == b"\0"
+    sh.check(mm)
+
+
+def test_whole_huge_page_unmapped_and_mapped_again(mm, sh, phys, flushes):
+    if not phys.huge_pages:
+        pytest.skip("the host gives no transparent huge pages")
+    a = huge_map(mm)
+    sh.store(mm, a, b"old")
+    base = mm.pt.huge[a >> 21] & ADDR_MASK
+    n = phys.allocated
+    mm.munmap(a, 2 * H)
+    assert not mm.pt.huge and phys.allocated == n - 512 and mm.rss == 0
+    sh.check(mm)
+    assert mm.mmap(0, 2 * H, RW, ANON) == a
+    assert sh.load(mm, a, 3) == b"\0\0\0"  # zeroed again
+    assert mm.pt.huge[a >> 21] & ADDR_MASK == base  # the slot gets its own frames back
+    assert not flushes
+    mm.madvise(a, H, C.MADV_DONTNEED)  # a whole slot: freed, zeros on the next touch
+    assert a >> 21 not in mm.pt.huge
+    sh.store(mm, a + 8, b"z")
+    mm.munmap(a, 2 * H)
+    # a slot that held a huge page gets a table only after a shadow flush
+    mm.mmap(a, P, RW, ANON | C.MAP_FIXED)
+    assert len(flushes) == 1 and a >> 21 in mm.pt.pts and not mm.pt.retired
+    sh.check(mm)
+
+
+def test_partial_changes_split_a_huge_page(mm, sh, phys, flushes):
+    if not phys.huge_pages:
+        pytest.skip("the host gives no transparent huge pages")
+    a = huge_map(mm, 3 * H)
+    for k in range(0, 3 * 512, 37):
+        sh.store(mm, a + k * P + 9, b"%d" % k)
+    assert len(mm.pt.huge) == 3
+    mm.munmap(a + 100 * P, P)  # split, then one page goes
+    assert a >> 21 not in mm.pt.huge and a >> 21 in mm.pt.pts and flushes
+    assert sh.access(mm, a + 100 * P) == (C.SIGSEGV, C.SEGV_MAPERR)
+    mm.mprotect(a + H + 10 * P, 2 * P, C.PROT_READ)  # split, read-only there
+    assert sh.store(mm, a + H + 10 * P, b"w") == (C.SIGSEGV, C.SEGV_ACCERR)
+    new = mm.mremap(a + 2 * H, H, 2 * H, C.MREMAP_MAYMOVE | C.MREMAP_FIXED, a + 8 * H)
+    assert new == a + 8 * H
+    for k in range(0, 3 * 512, 37):
+        va = a + k * P
+        if va >= a + 2 * H:
+            va += 6 * H
+        assert sh.load(mm, va + 9, len(b"%d" % k)) == b"%d" % k
+    assert mm.rss == (3 * 512 - 1) * P
+    sh.check(mm)
+    n = phys.allocated
+    mm.munmap(a, 10 * H)
+    assert phys.allocated == n - (3 * 512 - 1)
+    sh.check(mm)
+
+
+def test_fork_copies_huge_pages(mm, sh, phys):
+    if not phys.huge_pages:
+        pytest.skip("the host gives no transparent huge pages")
+    n, tables = phys.allocated, phys.pt_frames
+    a = huge_map(mm)
+    sh.store(mm, a + 3, b"parent")
+    sh.store(mm, a + H + 3, b"second")
+    mm.madvise(a + H, P, C.MADV_DONTFORK)  # the second slot now spans two VMAs: split
+    child = mm.fork()
+    try:
+        assert a >> 21 in child.pt.huge and a >> 21 in mm.pt.huge
+        assert child.pt.huge[a >> 21] & ADDR_MASK != mm.pt.huge[a >> 21] & ADDR_MASK
+        assert sh.load(child, a + 3, 6) == b"parent"
+        sh.store(child, a + 3, b"child!")
+        assert sh.load(mm, a + 3, 6) == b"parent"
+        assert sh.access(child, a + H) == (C.SIGSEGV, C.SEGV_MAPERR)  # DONTFORK
+        assert sh.load(child, a + H + P + 3, 1) == b"\0"
+        assert sh.load(mm, a + H + 3, 6) == b"second"
+        assert child.rss == H + 511 * P  # the rest of the split slot is shared copy-on-write
+        sh.check(mm, child)
+    finally:
+        child.release()
+    mm.release()
+    assert phys.allocated - phys.pt_frames == n - tables  # every page back (tables stay in their pool)
+    sh.check()
 
 
 def test_stack_growth(mm, sh):

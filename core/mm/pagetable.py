@@ -16,12 +16,26 @@ hypervisor's shadow of an upper table keeps links to child shadows that no
 zap removes, so a PDE pointing to a new table could make KVM reuse the old
 child shadow (physical.PhysicalMemory.free_tables).  They all go back at
 ``release``.  A table costs 4 KiB per 2 MiB of address space ever touched.
+
+A 2 MiB slot of address space may instead hold one *huge page*: a PDE with
+PS set pointing at 512 frames of a huge chunk (physical.py), for large
+anonymous mappings.  Its rules come from the same shadow-MMU reasoning.
+When the host backs the 2 MiB with a small page, KVM shadows a huge PDE with
+a "direct" child table keyed by the first frame, and again reuses a present
+link without checking it: pointing the PDE at a table, or at other frames,
+would have KVM file new entries under the wrong frames.  So a slot that
+held a huge page keeps its frames (``retired``) and gets only those back;
+before it gets a table, or its frames go elsewhere, every shadow is
+dropped (``PhysicalMemory.flush_shadows``).  ``split`` turns a huge page
+into a table of small copies, for the operations that need 4 KiB pages
+(partial munmap or mprotect, mremap).  A slot that has a table never holds
+a huge page.
 """
 from __future__ import annotations
 
 from array import array
 
-from pysc.core.mm.physical import CHUNK_MASK, CHUNK_SHIFT, PhysicalMemory
+from pysc.core.mm.physical import CHUNK_MASK, CHUNK_SHIFT, HUGE_FRAMES, PAGE_SIZE, PhysicalMemory
 
 PTE_P = 1 << 0
 PTE_RW = 1 << 1
@@ -52,7 +66,8 @@ def leaf_bits(prot: int, writable: bool) -> int:
 class PageTables:
     """One address space's tree.  ``pts`` maps ``va >> 21`` to the
     guest-physical address of the last-level table covering it, which is all
-    the Sentry needs to find a leaf without walking."""
+    the Sentry needs to find a leaf without walking; ``huge`` maps it to the
+    entry of a huge page instead."""
 
     def __init__(self, phys: PhysicalMemory, system_entries: dict[int, int] | None = None):
         self.phys = phys
@@ -61,6 +76,8 @@ class PageTables:
         self.pdpts: dict[int, int] = {}  # va >> 39 -> table
         self.pds: dict[int, int] = {}  # va >> 30 -> table
         self.pts: dict[int, int] = {}  # va >> 21 -> table
+        self.huge: dict[int, int] = {}  # va >> 21 -> PDE of a huge page
+        self.retired: dict[int, int] = {}  # va >> 21 -> the 2 MiB frame it held last
         self.system_entries = dict(system_entries or {})
         for index, value in self.system_entries.items():
             self._set(self.root, index, value)
@@ -81,10 +98,24 @@ class PageTables:
 
     # --- last-level tables ---
     def table(self, va: int) -> int:
-        """The last-level table for ``va``, created (with its parents) if needed."""
-        t = self.pts.get(va >> 21)
+        """The last-level table for ``va``, created (with its parents) if
+        needed; a huge page there is split first."""
+        slot = va >> 21
+        t = self.pts.get(slot)
         if t is not None:
             return t
+        if slot in self.huge:
+            self.split(slot)
+            return self.pts[slot]
+        if slot in self.retired:
+            self._drop_retired()
+        t = self.phys.alloc_table()
+        self._set(self._pd(va), slot & 511, t | TABLE)
+        self.pts[slot] = t
+        return t
+
+    def _pd(self, va: int) -> int:
+        """The page directory for ``va``, created (with its parent) if needed."""
         pd = self.pds.get(va >> 30)
         if pd is None:
             pdpt = self.pdpts.get(va >> 39)
@@ -95,10 +126,67 @@ class PageTables:
             pd = self.phys.alloc_table()
             self._set(pdpt, (va >> 30) & 511, pd | TABLE)
             self.pds[va >> 30] = pd
-        t = self.phys.alloc_table()
-        self._set(pd, (va >> 21) & 511, t | TABLE)
-        self.pts[va >> 21] = t
-        return t
+        return pd
+
+    # --- huge pages ---
+    def map_huge(self, va: int, bits: int) -> int | None:
+        """Give the empty 2 MiB slot of ``va`` (no table there) a zeroed huge
+        page with leaf ``bits``; its guest-physical address, or None when no
+        2 MiB frame is to be had."""
+        slot = va >> 21
+        base = self.retired.pop(slot, None)
+        if base is not None:
+            self.phys.claim_huge(base)
+        else:
+            base = self.phys.alloc_huge()
+            if base is None:
+                return None
+        e = base | bits | PTE_PS
+        self._set(self._pd(va), slot & 511, e)
+        self.huge[slot] = e
+        return base
+
+    def unmap_huge(self, slot: int) -> None:
+        """Remove the huge page of ``slot``; its memory goes back to the host."""
+        base = self.huge.pop(slot) & ADDR_MASK
+        self._set(self.pds[slot >> 9], slot & 511, 0)
+        self.phys.discard_huge(base)
+        self.retired[slot] = base
+
+    def split(self, slot: int) -> None:
+        """Replace the huge page of ``slot`` by a table of 512 small pages
+        with the same contents and rights."""
+        phys = self.phys
+        e = self.huge.pop(slot)
+        base = e & ADDR_MASK
+        pd = self.pds[slot >> 9]
+        self._set(pd, slot & 511, 0)
+        # Other threads now fault and wait for the Sentry, so nothing is
+        # written to the old page while it is copied.
+        phys.forget(base, HUGE_FRAMES * PAGE_SIZE)
+        frames = phys.alloc_many(HUGE_FRAMES)
+        for k, f in enumerate(frames):
+            phys.copy_frame(f, base + k * PAGE_SIZE)
+        self.retired[slot] = base
+        phys.discard_huge(base)
+        self._drop_retired()
+        t = phys.alloc_table()
+        bits = e & ~(ADDR_MASK | PTE_PS)
+        self._q(t)[(t & CHUNK_MASK) >> 3:((t & CHUNK_MASK) >> 3) + ENTRIES] = array("Q", [f | bits for f in frames])
+        self._set(pd, slot & 511, t | TABLE)
+        self.pts[slot] = t
+
+    def _drop_retired(self) -> None:
+        """Flush every shadow, after which the retired frames may serve anywhere."""
+        self.phys.flush_shadows()
+        for base in self.retired.values():
+            self.phys.release_huge(base)
+        self.retired.clear()
+
+    def huge_in(self, start: int, end: int) -> list[int]:
+        """The slots with a huge page that meet [start, end)."""
+        first, last = start >> 21, (end - 1) >> 21
+        return sorted(k for k in self.huge if first <= k <= last)
 
     def slot(self, va: int, create: bool = False):
         """(qview, index) of the leaf entry for ``va``, or None without a table."""
@@ -110,10 +198,14 @@ class PageTables:
         return self._q(t), ((t & CHUNK_MASK) >> 3) + ((va >> 12) & 511)
 
     def get(self, va: int) -> int:
-        """The leaf entry for ``va`` (0 when there is none)."""
+        """The leaf entry for ``va`` (0 when there is none); in a huge page,
+        the entry a small page there would have."""
         t = self.pts.get(va >> 21)
         if t is None:
-            return 0
+            h = self.huge.get(va >> 21)
+            if h is None:
+                return 0
+            return (h & ~PTE_PS) | (va & 0x1F_F000)
         return self._q(t)[((t & CHUNK_MASK) >> 3) + ((va >> 12) & 511)]
 
     def set(self, va: int, entry: int) -> None:
@@ -122,7 +214,8 @@ class PageTables:
 
     def segments(self, start: int, end: int, create: bool = False):
         """(va, qview, first index, count) for every last-level table piece
-        covering [start, end); without ``create`` pieces with no table are left out."""
+        covering [start, end); without ``create`` pieces with no table are
+        left out.  Huge pages are always left out."""
         pts = self.pts
         first, last = start >> 21, (end - 1) >> 21
         if not create and last - first > len(pts):
@@ -132,7 +225,7 @@ class PageTables:
         for k in keys:
             t = pts.get(k)
             if t is None:
-                if not create:
+                if not create or k in self.huge:
                     continue
                 t = self.table(k << 21)
             lo = max(start, k << 21)
@@ -144,7 +237,13 @@ class PageTables:
         return 1 + len(self.pdpts) + len(self.pds) + len(self.pts)
 
     def release(self) -> None:
-        """Give every table back.  The caller removed and zapped every leaf first."""
+        """Give every table and huge page back.  The caller removed and
+        zapped every small leaf first."""
+        for slot in list(self.huge):
+            self.unmap_huge(slot)
+        for base in self.retired.values():
+            self.phys.release_huge(base)  # its shadows hang below tables now in quarantine
+        self.retired.clear()
         uppers = [self.root, *self.pdpts.values(), *self.pds.values()]
         leaves = list(self.pts.values())
         self.pdpts.clear()
@@ -178,12 +277,15 @@ def translate(phys: PhysicalMemory, cr3: int, va: int, write: bool = False, exec
         e = phys.read_u64(table + ((va >> shift) & 511) * 8)
         if not e & PTE_P:
             raise MMUFault(va, err)
-        if e & PTE_PS and shift != 12:
-            raise MMUFault(va, err | 8)  # the Sentry never makes large pages
         rw &= bool(e & PTE_RW)
         us &= bool(e & PTE_US)
         nx |= bool(e & PTE_NX)
         table = e & ADDR_MASK
+        if e & PTE_PS:
+            if shift != 21:
+                raise MMUFault(va, err | 8)  # the Sentry makes 2 MiB pages only
+            table |= va & 0x1F_F000
+            break
     if (user and not us) or (write and not rw) or (execute and nx):
         raise MMUFault(va, err | 1)
     return table | (va & 4095)

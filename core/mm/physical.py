@@ -16,6 +16,16 @@ into counted frames; a region lives while some VMA refers to it.
 
 Page-table frames come from a pool of their own and never return to the
 general frame pool; see ``free_tables`` for when one may be reused.
+
+*Huge chunks* hold the 2 MiB pages of large anonymous mappings (see
+pagetable.py).  They are private anonymous memory marked MADV_HUGEPAGE, so
+that the host backs each 2 MiB with one transparent huge page and the
+hypervisor maps it with one entry: a 4 MiB mapping then costs two shadow
+faults instead of 1024.  Memfd (shmem) memory would not do: hosts rarely
+enable huge pages for shmem (``shmem_enabled`` is ``never`` by default).
+Anonymous memory cannot be zapped with MADV_DONTNEED without losing its
+data, so ``forget`` turns it read-only and back, which also tells the
+hypervisor (an MMU-notifier event) while the data stays.
 """
 from __future__ import annotations
 
@@ -36,6 +46,10 @@ CHUNK_MASK = CHUNK_SIZE - 1
 FRAMES_PER_CHUNK = CHUNK_SIZE >> PAGE_SHIFT
 MAX_CHUNKS = 64
 REGION_BASE = MAX_CHUNKS << CHUNK_SHIFT  # regions live above every chunk
+HUGE_SHIFT = 21
+HUGE_SIZE = 1 << HUGE_SHIFT
+HUGE_FRAMES = HUGE_SIZE >> PAGE_SHIFT
+THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 ZERO_PAGE = bytes(PAGE_SIZE)
 QUARANTINE_FLUSH = 64  # upper-level tables gathered before asking for a shadow flush
 
@@ -45,7 +59,27 @@ _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_
                        ctypes.c_long)
 _libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _MAP_FAILED = ctypes.c_void_p(-1).value
+_MADV_HUGEPAGE, _MADV_DONTFORK, _MAP_NORESERVE = 14, 10, 0x4000
+_ONES = array.array("H", [1] * HUGE_FRAMES)
+_NONES = array.array("H", bytes(2 * HUGE_FRAMES))
+
+
+def host_has_thp() -> bool:
+    """Whether the host gives anonymous memory transparent huge pages when
+    asked with MADV_HUGEPAGE (``always`` or ``madvise``, not ``never``)."""
+    try:
+        with open(THP_SETTING) as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 class OutOfMemory(Exception):
@@ -53,9 +87,11 @@ class OutOfMemory(Exception):
 
 
 class Chunk:
+    """1 GiB of frames: a memfd mapped shared into the Sentry."""
     __slots__ = ("index", "fd", "map", "view", "qview", "host_addr", "_anchor")
     size = CHUNK_SIZE
     readonly = False
+    huge = False
 
     def __init__(self, index: int):
         self.index = index
@@ -70,6 +106,62 @@ class Chunk:
     @property
     def gpa(self) -> int:
         return self.index << CHUNK_SHIFT
+
+    def discard(self, offset: int, n: int) -> None:
+        """Give the memory back to the host: it reads as zeros, and the hypervisor forgets it."""
+        self.map.madvise(mmap.MADV_REMOVE, offset, n)
+
+    def forget(self, offset: int, n: int) -> None:
+        """Make the hypervisor forget its translations of this memory; the data stays."""
+        self.map.madvise(mmap.MADV_DONTNEED, offset, n)
+
+    def close(self) -> None:
+        self.qview.release()
+        self.view.release()
+        del self._anchor
+        try:
+            self.map.close()
+        except BufferError:  # a view of it is still alive somewhere: unmapped when that goes
+            pass
+        os.close(self.fd)
+
+
+class HugeChunk(Chunk):
+    """1 GiB of private anonymous memory, 2 MiB aligned, that the host backs
+    with transparent huge pages; it holds 2 MiB guest pages only."""
+    huge = True
+
+    def __init__(self, index: int):
+        self.index, self.fd, self.map = index, -1, None
+        raw = _libc.mmap(None, CHUNK_SIZE + HUGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
+                         mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
+        if raw is None or raw == _MAP_FAILED:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        addr = (raw + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1)  # congruent with the gpa, as huge mappings need
+        if addr > raw:
+            _libc.munmap(raw, addr - raw)
+        _libc.munmap(addr + CHUNK_SIZE, raw + HUGE_SIZE - addr)
+        self.host_addr = addr
+        _check(_libc.madvise(addr, CHUNK_SIZE, _MADV_HUGEPAGE))
+        _check(_libc.madvise(addr, CHUNK_SIZE, _MADV_DONTFORK))  # a host fork must not share it
+        self._anchor = (ctypes.c_ubyte * CHUNK_SIZE).from_address(addr)
+        self.view = memoryview(self._anchor).cast("B")
+        self.qview = self.view.cast("Q")
+
+    def discard(self, offset: int, n: int) -> None:
+        _check(_libc.madvise(self.host_addr + offset, n, mmap.MADV_DONTNEED))
+
+    def forget(self, offset: int, n: int) -> None:
+        addr = self.host_addr + offset
+        _check(_libc.mprotect(addr, n, mmap.PROT_READ))
+        _check(_libc.mprotect(addr, n, mmap.PROT_READ | mmap.PROT_WRITE))
+
+    def close(self) -> None:
+        self.qview.release()
+        self.view.release()
+        self._anchor = None
+        _libc.munmap(self.host_addr, CHUNK_SIZE)
 
 
 class Region:
@@ -121,7 +213,8 @@ class PhysicalMemory:
     KVM then zaps all shadow pages); it lets upper-level table frames be
     reused (``free_tables``)."""
 
-    def __init__(self, on_new_chunk: Callable[[Backing], None] | None = None, reserved_frames: int = 0):
+    def __init__(self, on_new_chunk: Callable[[Backing], None] | None = None, reserved_frames: int = 0,
+                 huge_pages: bool | None = None):
         self.chunks: list[Chunk] = []
         self.on_new_chunk = on_new_chunk
         self.on_remove: Callable[[Region], None] | None = None
@@ -131,6 +224,11 @@ class PhysicalMemory:
         self.refs: list[array.array] = []
         self.free_frames: list[int] = []
         self.next_frame = reserved_frames  # bump allocator over never-used frames
+        self._small_end = 0  # end of the chunk next_frame runs in
+        self.huge_pages = host_has_thp() if huge_pages is None else huge_pages
+        self.huge_free: list[int] = []  # 2 MiB frames ready for reuse
+        self._huge_next = self._huge_end = 0  # bump allocator in the newest huge chunk
+        self.shadow_flushes = 0
         self.allocated = 0
         self.pt_free: list[int] = []  # page-table frames ready for reuse
         self.pt_quarantine: list[int] = []  # upper-level tables waiting for a shadow flush
@@ -156,14 +254,20 @@ class PhysicalMemory:
         for r in self._region_by_gpa:
             on_new_chunk(r)
 
-    def _grow(self) -> None:
+    def _new_chunk(self, kind: type[Chunk]) -> Chunk:
         if len(self.chunks) >= MAX_CHUNKS:
             raise OutOfMemory()
-        c = Chunk(len(self.chunks))
+        c = kind(len(self.chunks))
         self.chunks.append(c)
         self.refs.append(array.array("H", bytes(2 * FRAMES_PER_CHUNK)))
         if self.on_new_chunk is not None:
             self.on_new_chunk(c)
+        return c
+
+    def _grow(self) -> None:
+        c = self._new_chunk(Chunk)
+        self.next_frame = max(self.next_frame, c.index * FRAMES_PER_CHUNK)
+        self._small_end = (c.index + 1) * FRAMES_PER_CHUNK
 
     # --- frames ---
     def alloc(self) -> int:
@@ -171,9 +275,9 @@ class PhysicalMemory:
         if self.free_frames:
             frame = self.free_frames.pop()
         else:
-            frame = self.next_frame
-            if frame >= len(self.chunks) * FRAMES_PER_CHUNK:
+            if self.next_frame >= self._small_end:
                 self._grow()
+            frame = self.next_frame
             self.next_frame += 1
         self.refs[frame // FRAMES_PER_CHUNK][frame % FRAMES_PER_CHUNK] = 1
         self.allocated += 1
@@ -200,8 +304,7 @@ class PhysicalMemory:
         i = frame % FRAMES_PER_CHUNK
         counts[i] -= 1
         if counts[i] == 0:
-            c = self.chunks[frame // FRAMES_PER_CHUNK]
-            c.map.madvise(mmap.MADV_REMOVE, i << PAGE_SHIFT, PAGE_SIZE)
+            self.chunks[frame // FRAMES_PER_CHUNK].discard(i << PAGE_SHIFT, PAGE_SIZE)
             self.free_frames.append(frame)
             self.allocated -= 1
 
@@ -231,12 +334,58 @@ class PhysicalMemory:
             self.free_frames.extend(g >> PAGE_SHIFT for g in freed)
             freed.sort()
             for gpa, n in _runs(freed):
-                c = self.chunks[gpa >> CHUNK_SHIFT]
-                c.map.madvise(mmap.MADV_REMOVE, gpa & CHUNK_MASK, n)
+                self.chunks[gpa >> CHUNK_SHIFT].discard(gpa & CHUNK_MASK, n)
         if kept:
             self.zap_many(kept)
         elif freed and self.on_zap is not None:
             self.on_zap()
+
+    # --- 2 MiB frames ---
+    def alloc_huge(self) -> int | None:
+        """512 zeroed, contiguous, 2 MiB aligned frames with one reference
+        each, from a huge chunk; None without huge pages or room."""
+        if not self.huge_pages:
+            return None
+        if self.huge_free:
+            gpa = self.huge_free.pop()
+        else:
+            if self._huge_next >= self._huge_end:
+                try:
+                    c = self._new_chunk(HugeChunk)
+                except (OutOfMemory, OSError):
+                    return None
+                self._huge_next = c.index * FRAMES_PER_CHUNK
+                self._huge_end = self._huge_next + FRAMES_PER_CHUNK
+            gpa = self._huge_next << PAGE_SHIFT
+            self._huge_next += HUGE_FRAMES
+        self.claim_huge(gpa)
+        return gpa
+
+    def claim_huge(self, gpa: int) -> None:
+        """Take a 2 MiB frame that ``discard_huge`` left out of the pool."""
+        frame = gpa >> PAGE_SHIFT
+        i = frame % FRAMES_PER_CHUNK
+        self.refs[frame // FRAMES_PER_CHUNK][i:i + HUGE_FRAMES] = _ONES
+        self.allocated += HUGE_FRAMES
+
+    def discard_huge(self, gpa: int) -> None:
+        """A 2 MiB frame is no longer mapped: its memory goes back to the host
+        (which zaps every translation of it).  It stays out of the pool
+        until ``release_huge``."""
+        frame = gpa >> PAGE_SHIFT
+        i = frame % FRAMES_PER_CHUNK
+        self.refs[frame // FRAMES_PER_CHUNK][i:i + HUGE_FRAMES] = _NONES
+        self.allocated -= HUGE_FRAMES
+        self.chunks[gpa >> CHUNK_SHIFT].discard(gpa & CHUNK_MASK, HUGE_SIZE)
+        if self.on_zap is not None:
+            self.on_zap()
+
+    def release_huge(self, gpa: int) -> None:
+        self.huge_free.append(gpa)
+
+    def free_huge(self, gpa: int) -> None:
+        self.discard_huge(gpa)
+        self.release_huge(gpa)
 
     # --- page-table frames ---
     def alloc_table(self) -> int:
@@ -282,12 +431,16 @@ class PhysicalMemory:
 
     def flush_quarantine(self) -> bool:
         """Have the hypervisor drop its shadow pages, then reuse every
-        quarantined table.  Without ``shadow_flush`` but with a listener that
-        also removes regions, a one-page region is added and removed: KVM
-        zaps every shadow page when a memslot goes (x86, with the default
-        KVM_X86_QUIRK_SLOT_ZAP_ALL).  False when no flush was possible."""
-        if not self.pt_quarantine:
-            return True
+        quarantined table.  False when no flush was possible."""
+        return not self.pt_quarantine or self.flush_shadows()
+
+    def flush_shadows(self) -> bool:
+        """Have the hypervisor drop every shadow page table (nothing to do
+        without shadow paging); quarantined tables are then free.  Without
+        ``shadow_flush`` but with a listener that also removes regions, a
+        one-page region is added and removed: KVM zaps every shadow page
+        when a memslot goes (x86, with the default KVM_X86_QUIRK_SLOT_ZAP_ALL).
+        False when no flush was possible."""
         if self.shadow_paging:
             if self.shadow_flush is not None:
                 self.shadow_flush()
@@ -295,6 +448,7 @@ class PhysicalMemory:
                 self._flush_by_memslot()
             else:
                 return False
+            self.shadow_flushes += 1
         self.pt_free.extend(self.pt_quarantine)
         self.pt_quarantine.clear()
         return True
@@ -310,7 +464,7 @@ class PhysicalMemory:
     def zero_frames(self, gpas: list[int]) -> None:
         """Zero frames by giving their memory back (chunk frames only)."""
         for gpa, n in _runs(sorted(gpas)):
-            self.chunks[gpa >> CHUNK_SHIFT].map.madvise(mmap.MADV_REMOVE, gpa & CHUNK_MASK, n)
+            self.chunks[gpa >> CHUNK_SHIFT].discard(gpa & CHUNK_MASK, n)
 
     # --- regions ---
     def add_region(self, fd: int, file_off: int, size: int, readonly: bool) -> Region:
@@ -413,10 +567,16 @@ class PhysicalMemory:
     def copy_frame(self, dst: int, src: int) -> None:
         self.frame_view(dst)[:] = self.frame_view(src)
 
+    def copy_huge(self, dst: int, src: int) -> None:
+        """Copy a 2 MiB frame (both in huge chunks, so each is one piece)."""
+        d, s = self.chunks[dst >> CHUNK_SHIFT].view, self.chunks[src >> CHUNK_SHIFT].view
+        do, so = dst & CHUNK_MASK, src & CHUNK_MASK
+        d[do:do + HUGE_SIZE] = s[so:so + HUGE_SIZE]
+
     def zap(self, gpa: int, n: int = PAGE_SIZE) -> None:
         """Make the hypervisor forget cached translations to these frames; data stays."""
         if self.shadow_paging:
-            self._madvise(gpa, n, mmap.MADV_DONTNEED)
+            self.forget(gpa, n)
         if self.on_zap is not None:
             self.on_zap()
 
@@ -424,36 +584,29 @@ class PhysicalMemory:
         """``zap`` every frame in ``gpas`` (any order), one madvise per contiguous run."""
         if self.shadow_paging:
             for gpa, n in _runs(sorted(gpas)):
-                self._madvise(gpa, n, mmap.MADV_DONTNEED)
+                self.forget(gpa, n)
         if self.on_zap is not None:
             self.on_zap()
 
-    def punch(self, gpa: int, n: int) -> None:
-        """Free the backing of a range (MADV_REMOVE): region data becomes zeros in the file."""
-        self._madvise(gpa, n, mmap.MADV_REMOVE)
-
-    def _madvise(self, gpa: int, n: int, advice: int) -> None:
+    def forget(self, gpa: int, n: int) -> None:
+        """Make the hypervisor forget its translations of [gpa, gpa + n); the data stays."""
         if gpa < REGION_BASE:
-            self.chunks[gpa >> CHUNK_SHIFT].map.madvise(advice, gpa & CHUNK_MASK, n)
+            self.chunks[gpa >> CHUNK_SHIFT].forget(gpa & CHUNK_MASK, n)
             return
         r = self.region_at(gpa)
-        if _libc.madvise(r.host_addr + (gpa - r.gpa), n, advice) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        _check(_libc.madvise(r.host_addr + (gpa - r.gpa), n, mmap.MADV_DONTNEED))
+
+    def punch(self, gpa: int, n: int) -> None:
+        """Free the backing of a region range (MADV_REMOVE): its data becomes zeros in the file."""
+        r = self.region_at(gpa)
+        _check(_libc.madvise(r.host_addr + (gpa - r.gpa), n, mmap.MADV_REMOVE))
 
     def close(self) -> None:
         for r in list(self._region_by_gpa):
             r.refs = 1
             self.put_region(r)
         for c in self.chunks:
-            c.qview.release()
-            c.view.release()
-            del c._anchor
-            try:
-                c.map.close()
-            except BufferError:  # a view of it is still alive somewhere: unmapped when that goes
-                pass
-            os.close(c.fd)
+            c.close()
         self.chunks.clear()
 
 

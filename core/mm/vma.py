@@ -16,6 +16,7 @@ VM_DONTFORK = 1 << 3  # MADV_DONTFORK
 VM_WIPEONFORK = 1 << 4  # MADV_WIPEONFORK
 VM_LOCKED = 1 << 5  # mlock
 VM_DONTEXPAND = 1 << 6
+VM_HUGEPAGE = 1 << 7  # faults may map 2 MiB pages (MADV_HUGEPAGE, or a large private anonymous mmap)
 FORK_FLAGS = VM_DONTFORK | VM_WIPEONFORK | VM_LOCKED  # not all inherited the same way
 
 

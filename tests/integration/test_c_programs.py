@@ -70,6 +70,14 @@ def test_memory_and_faults(platform, cbin, static):
     run_both(platform, cbin("memory", static))
 
 
+@pytest.mark.parametrize("static", LINKAGE)
+def test_large_mappings(platform, cbin, static):
+    """Large anonymous mappings (2 MiB pages on kvm): touched, read and
+    written by the kernel, forked, split by partial munmap and mprotect
+    while threads write, given back, moved by mremap."""
+    run_both(platform, cbin("hugemem", static))
+
+
 def test_null_dereference_kills_with_sigsegv(platform, cbin):
     """No handler: the process dies of SIGSEGV, and a shell reports 139 as natively."""
     binary = cbin("memory", True)
