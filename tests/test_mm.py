@@ -397,7 +397,8 @@ H = HUGE_SIZE
 
 @pytest.fixture
 def flushes(phys):
-    """Shadow flushes asked of the (absent) hypervisor."""
+    """Shadow flushes asked of the (absent) hypervisor; without a way to
+    flush there are no huge pages."""
     seen = []
     phys.shadow_flush = lambda: seen.append(1)
     return seen
@@ -409,7 +410,7 @@ def huge_map(mm, length=2 * H):
     return a
 
 
-def test_large_anonymous_mappings_get_huge_pages(mm, sh, phys):
+def test_large_anonymous_mappings_get_huge_pages(mm, sh, phys, flushes):
     if not phys.huge_pages:
         pytest.skip("the host gives no transparent huge pages (THP 'never')")
     a = huge_map(mm)
@@ -437,6 +438,12 @@ def test_large_anonymous_mappings_get_huge_pages(mm, sh, phys):
     assert (d + H) >> 21 in mm.pt.huge
     assert sh.load(mm, c, 1) == b"\0"
     sh.check(mm)
+
+
+def test_no_huge_pages_where_shadows_cannot_be_flushed(mm, sh, phys):
+    a = huge_map(mm)
+    sh.store(mm, a, b"small")
+    assert not mm.pt.huge and mm.rss < H
 
 
 def test_whole_huge_page_unmapped_and_mapped_again(mm, sh, phys, flushes):
@@ -490,7 +497,7 @@ def test_partial_changes_split_a_huge_page(mm, sh, phys, flushes):
     sh.check(mm)
 
 
-def test_fork_copies_huge_pages(mm, sh, phys):
+def test_fork_copies_huge_pages(mm, sh, phys, flushes):
     if not phys.huge_pages:
         pytest.skip("the host gives no transparent huge pages")
     n, tables = phys.allocated, phys.pt_frames

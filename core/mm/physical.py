@@ -228,7 +228,6 @@ class PhysicalMemory:
         self.huge_pages = host_has_thp() if huge_pages is None else huge_pages
         self.huge_free: list[int] = []  # 2 MiB frames ready for reuse
         self._huge_next = self._huge_end = 0  # bump allocator in the newest huge chunk
-        self.shadow_flushes = 0
         self.allocated = 0
         self.pt_free: list[int] = []  # page-table frames ready for reuse
         self.pt_quarantine: list[int] = []  # upper-level tables waiting for a shadow flush
@@ -343,8 +342,9 @@ class PhysicalMemory:
     # --- 2 MiB frames ---
     def alloc_huge(self) -> int | None:
         """512 zeroed, contiguous, 2 MiB aligned frames with one reference
-        each, from a huge chunk; None without huge pages or room."""
-        if not self.huge_pages:
+        each, from a huge chunk; None without huge pages or room, or under
+        shadow paging that cannot be flushed (pagetable.py says why it must be)."""
+        if not self.huge_pages or not self.can_flush:
             return None
         if self.huge_free:
             gpa = self.huge_free.pop()
@@ -434,6 +434,12 @@ class PhysicalMemory:
         quarantined table.  False when no flush was possible."""
         return not self.pt_quarantine or self.flush_shadows()
 
+    @property
+    def can_flush(self) -> bool:
+        """Whether ``flush_shadows`` can work."""
+        return (not self.shadow_paging or self.shadow_flush is not None
+                or (self.on_new_chunk is not None and self.on_remove is not None))
+
     def flush_shadows(self) -> bool:
         """Have the hypervisor drop every shadow page table (nothing to do
         without shadow paging); quarantined tables are then free.  Without
@@ -441,14 +447,13 @@ class PhysicalMemory:
         one-page region is added and removed: KVM zaps every shadow page
         when a memslot goes (x86, with the default KVM_X86_QUIRK_SLOT_ZAP_ALL).
         False when no flush was possible."""
+        if not self.can_flush:
+            return False
         if self.shadow_paging:
             if self.shadow_flush is not None:
                 self.shadow_flush()
-            elif self.on_new_chunk is not None and self.on_remove is not None:
-                self._flush_by_memslot()
             else:
-                return False
-            self.shadow_flushes += 1
+                self._flush_by_memslot()
         self.pt_free.extend(self.pt_quarantine)
         self.pt_quarantine.clear()
         return True
