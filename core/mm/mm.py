@@ -484,8 +484,7 @@ class MemoryManager(UserMemory):
         shared_rw = rw if v.region is not None and not v.region.readonly else 0
         refs = self.phys.refs
         zap: list[int] = []
-        for slot in self.pt.huge_in(start, end):
-            self.pt.split(slot)
+        self.pt.split_in(start, end)
         for _va, q, i0, n in self.pt.segments(start, end):
             ents = q[i0:i0 + n].tolist()
             changed = False
@@ -589,8 +588,7 @@ class MemoryManager(UserMemory):
         else:
             moved: list[int] = []
             pt = self.pt
-            for slot in pt.huge_in(old_addr, old_addr + old_len):
-                pt.split(slot)
+            pt.split_in(old_addr, old_addr + old_len)
             for va, q, i0, n in pt.segments(old_addr, old_addr + old_len):
                 ents = q[i0:i0 + n].tolist()
                 if not any(ents):

@@ -183,6 +183,11 @@ class PageTables:
             self.phys.release_huge(base)
         self.retired.clear()
 
+    def split_in(self, start: int, end: int) -> None:
+        """Split every huge page that meets [start, end)."""
+        for slot in self.huge_in(start, end):
+            self.split(slot)
+
     def huge_in(self, start: int, end: int) -> list[int]:
         """The slots with a huge page that meet [start, end)."""
         first, last = start >> 21, (end - 1) >> 21

@@ -46,8 +46,7 @@ CHUNK_MASK = CHUNK_SIZE - 1
 FRAMES_PER_CHUNK = CHUNK_SIZE >> PAGE_SHIFT
 MAX_CHUNKS = 64
 REGION_BASE = MAX_CHUNKS << CHUNK_SHIFT  # regions live above every chunk
-HUGE_SHIFT = 21
-HUGE_SIZE = 1 << HUGE_SHIFT
+HUGE_SIZE = 1 << 21
 HUGE_FRAMES = HUGE_SIZE >> PAGE_SHIFT
 THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
 ZERO_PAGE = bytes(PAGE_SIZE)
@@ -82,6 +81,15 @@ def _check(rc: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _host_mmap(size: int, prot: int, flags: int, fd: int = -1, offset: int = 0) -> int:
+    """mmap(2) into the Sentry at an address the kernel picks; OSError on failure."""
+    addr = _libc.mmap(None, size, prot, flags, fd, offset)
+    if addr is None or addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return addr
+
+
 class OutOfMemory(Exception):
     """No frame left within MAX_CHUNKS."""
 
@@ -91,7 +99,6 @@ class Chunk:
     __slots__ = ("index", "fd", "map", "view", "qview", "host_addr", "_anchor")
     size = CHUNK_SIZE
     readonly = False
-    huge = False
 
     def __init__(self, index: int):
         self.index = index
@@ -129,15 +136,11 @@ class Chunk:
 class HugeChunk(Chunk):
     """1 GiB of private anonymous memory, 2 MiB aligned, that the host backs
     with transparent huge pages; it holds 2 MiB guest pages only."""
-    huge = True
 
     def __init__(self, index: int):
         self.index, self.fd, self.map = index, -1, None
-        raw = _libc.mmap(None, CHUNK_SIZE + HUGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
-                         mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
-        if raw is None or raw == _MAP_FAILED:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        raw = _host_mmap(CHUNK_SIZE + HUGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
+                         mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
         addr = (raw + HUGE_SIZE - 1) & ~(HUGE_SIZE - 1)  # congruent with the gpa, as huge mappings need
         if addr > raw:
             _libc.munmap(raw, addr - raw)
@@ -173,10 +176,7 @@ class Region:
 
     def __init__(self, index: int, gpa: int, fd: int, file_off: int, size: int, readonly: bool):
         prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
-        addr = _libc.mmap(None, size, prot, mmap.MAP_SHARED, fd, file_off)
-        if addr is None or addr == _MAP_FAILED:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+        addr = _host_mmap(size, prot, mmap.MAP_SHARED, fd, file_off)
         self.index, self.gpa, self.size, self.readonly = index, gpa, size, readonly
         self.fd, self.file_off, self.host_addr, self.refs = fd, file_off, addr, 1
         st = os.fstat(fd)
@@ -381,11 +381,8 @@ class PhysicalMemory:
             self.on_zap()
 
     def release_huge(self, gpa: int) -> None:
+        """Put a discarded 2 MiB frame back in the pool."""
         self.huge_free.append(gpa)
-
-    def free_huge(self, gpa: int) -> None:
-        self.discard_huge(gpa)
-        self.release_huge(gpa)
 
     # --- page-table frames ---
     def alloc_table(self) -> int:
