@@ -68,6 +68,10 @@ class Kernel:
         self._last_pid = 0
         self._pids_wrapped = False
         self.on_new_timer: Callable[[], None] | None = None
+        # A clock the app also reads without a syscall (kvm's vDSO), with
+        # now_ns(clock id) -> ns or None: the Sentry's clock syscalls read it
+        # too, so that both ways of asking agree.
+        self.guest_clock = None
 
     # --- boot messages (dmesg) ---
     def _boot_messages(self) -> list[str]:

@@ -222,14 +222,16 @@ def check_args(argv: list[bytes], envp: list[bytes], execfn: bytes, stack_size: 
 
 def load_elf(mm, file, argv: list[bytes], envp: list[bytes], execfn: bytes, *, open_interp,
              random16: bytes, hwcap: int, hwcap2: int = 0, uid: int = 0, euid: int = 0,
-             gid: int = 0, egid: int = 0, secure: bool = False, sysinfo_ehdr: int = 0,
+             gid: int = 0, egid: int = 0, secure: bool = False, map_vdso=None,
              stack_size: int = 8 << 20, minsigstksz: int = sigframe_size(),
              rseq_feature_size: int = 0, rseq_align: int = 0) -> LoadedImage:
     """Load the ELF ``file`` (a File with pread) into the empty ``mm`` and build
     its initial stack.  ``open_interp(path)`` returns the File of the PT_INTERP
     path (this function drops that reference when done).  ``execfn`` is the
-    path execve was given (AT_EXECFN).  AT_RSEQ_* entries are added only when
-    nonzero (Linux 6.3+ always has them; glibc falls back without)."""
+    path execve was given (AT_EXECFN).  ``map_vdso(mm)``, when given, maps a
+    vDSO once the program and interpreter are in and returns AT_SYSINFO_EHDR.
+    AT_RSEQ_* entries are added only when nonzero (Linux 6.3+ always has
+    them; glibc falls back without)."""
     if len(random16) != 16:
         raise ValueError("random16 must be 16 bytes")
     argv = list(argv) or [b""]  # Linux gives a program run with no argv an empty argv[0]
@@ -274,6 +276,7 @@ def load_elf(mm, file, argv: list[bytes], envp: list[bytes], execfn: bytes, *, o
     finally:
         if interp_file is not None and hasattr(interp_file, "decref"):
             interp_file.decref()
+    sysinfo_ehdr = map_vdso(mm) if map_vdso is not None else 0
 
     phdr = _phdr_addr(elf, bias)
     aux = [(C.AT_MINSIGSTKSZ, minsigstksz), (C.AT_HWCAP, hwcap), (C.AT_PAGESZ, PAGE),

@@ -269,7 +269,7 @@ def test_busybox_static_segments_auxv_and_stack():
     entry, loads = readelf_loads(BUSYBOX)
     argv = [b"busybox", b"echo", b"hi there"]
     envp = [b"PATH=/bin", b"HOME=/root", b""]
-    mm, img = load(BUSYBOX, argv, envp, execfn=b"/bin/busybox", sysinfo_ehdr=0x7FFF_F7FC_8000,
+    mm, img = load(BUSYBOX, argv, envp, execfn=b"/bin/busybox", map_vdso=lambda mm: 0x7FFF_F7FC_8000,
                    hwcap2=2, uid=1, euid=2, gid=3, egid=4, minsigstksz=1776)
     assert img.load_bias == 0 and img.base == 0 and img.interp is None
     assert img.entry == entry
@@ -533,7 +533,7 @@ def test_initial_stack_matches_the_host_kernel(progs, kind):
     random16 = blob[host[C.AT_RANDOM] - sp:host[C.AT_RANDOM] - sp + 16]
     mm, img = load(path, argv, [k + b"=" + v for k, v in env.items()], execfn=os.fsencode(path),
                    mm=FakeMM(user_limit=top + loader.STACK_GAP), hwcap=host[C.AT_HWCAP],
-                   hwcap2=host.get(C.AT_HWCAP2, 0), sysinfo_ehdr=host.get(C.AT_SYSINFO_EHDR, 0),
+                   hwcap2=host.get(C.AT_HWCAP2, 0), map_vdso=lambda mm: host.get(C.AT_SYSINFO_EHDR, 0),
                    minsigstksz=host[C.AT_MINSIGSTKSZ], uid=host[C.AT_UID], euid=host[C.AT_EUID],
                    gid=host[C.AT_GID], egid=host[C.AT_EGID],
                    rseq_feature_size=host.get(C.AT_RSEQ_FEATURE_SIZE, 0),

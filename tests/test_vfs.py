@@ -81,9 +81,9 @@ def hostdir(tmp_path):
     (tmp_path / "gone").write_bytes(b"x")
     os.symlink("../../../../etc/passwd", tmp_path / "escape")
     os.symlink("/etc/shadow", tmp_path / "abs")
-    fd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
-    yield tmp_path, fd
-    os.close(fd)
+    # HostFS owns the fd it is given (its root inode closes it when collected),
+    # so the fixture does not close it: a second close could hit a later test's fd.
+    yield tmp_path, os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
 
 
 def test_hostfs_symlinks_stay_inside(hostdir):

@@ -60,8 +60,8 @@ from pysc.core.mm.pagetable import (ADDR_MASK, PTE_NX, PTE_P, PTE_PS, PTE_RW, ZE
                                     leaf_bits)
 from pysc.core.mm.physical import (CHUNK_MASK, CHUNK_SHIFT, HUGE_FRAMES, HUGE_SIZE, PAGE_SIZE, REGION_BASE,
                                    PhysicalMemory)
-from pysc.core.mm.vma import (VM_DONTFORK, VM_GROWSDOWN, VM_HUGEPAGE, VM_LOCKED, VM_MAYWRITE, VM_SHARED,
-                              VM_WIPEONFORK, VMA)
+from pysc.core.mm.vma import (VM_DONTEXPAND, VM_DONTFORK, VM_GROWSDOWN, VM_HUGEPAGE, VM_LOCKED, VM_MAYWRITE,
+                              VM_SHARED, VM_WIPEONFORK, VMA)
 from pysc.core.usermem import UserMemory
 
 PAGE_MASK = ~(PAGE_SIZE - 1)
@@ -371,6 +371,16 @@ class MemoryManager(UserMemory):
                 self.populate(addr, length)
         return addr
 
+    def map_special(self, addr: int, region, pgoff: int, length: int, prot: int, name: str) -> None:
+        """Map ``length`` bytes of ``region`` from ``pgoff`` at ``addr`` (free)
+        as a special mapping, Linux's _install_special_mapping: pages shared by
+        every process that the app may read or run but never make writable,
+        and that mremap cannot grow (the vDSO and its data).  Mapped at once."""
+        region.refs += 1
+        v = VMA(addr, addr + length, prot & PROT_RWX, VM_SHARED | VM_DONTEXPAND, None, pgoff, region, name)
+        self._insert(v)
+        self.populate(addr, length)
+
     def _is_free_exact(self, lo: int, hi: int) -> bool:
         i = self._first_after(lo)
         return i >= len(self.vmas) or self.vmas[i].start >= hi
@@ -534,6 +544,8 @@ class MemoryManager(UserMemory):
                 raise _err(C.EINVAL)
         v = self.find_vma(old_addr)
         if v is None or old_addr + old_len > v.end:
+            raise _err(C.EFAULT)
+        if v.flags & VM_DONTEXPAND and new_len > old_len:
             raise _err(C.EFAULT)
         if old_len == 0:  # a second mapping of shared memory
             if not v.shared:
@@ -1376,8 +1388,9 @@ class MemoryManager(UserMemory):
         lines = []
         for v in self.vmas:
             p = v.prot
+            special = bool(v.flags & VM_DONTEXPAND)  # Linux shows [vdso] and [vvar] as private
             perms = ("r" if p & 1 else "-") + ("w" if p & 2 else "-") + ("x" if p & 4 else "-") + \
-                    ("s" if v.shared else "p")
+                    ("s" if v.shared and not special else "p")
             dev = ino = 0
             off = 0
             if v.file is not None:
@@ -1387,7 +1400,7 @@ class MemoryManager(UserMemory):
                     dev, ino = st.dev, st.ino
                 except SyscallError:
                     pass
-            elif v.region is not None:
+            elif v.region is not None and not special:
                 off = v.pgoff
                 dev = 1
                 try:

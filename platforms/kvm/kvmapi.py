@@ -163,6 +163,11 @@ class kvm_userspace_memory_region(ctypes.Structure):
                 ("memory_size", ctypes.c_uint64), ("userspace_addr", ctypes.c_uint64)]
 
 
+class kvm_device_attr(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint32), ("group", ctypes.c_uint32), ("attr", ctypes.c_uint64),
+                ("addr", ctypes.c_uint64)]
+
+
 XSAVE_SIZE = 4096
 
 
@@ -191,6 +196,10 @@ KVM_SET_XSAVE = _iow(0xA5, ctypes.sizeof(kvm_xsave))
 KVM_GET_XCRS = _ior(0xA6, ctypes.sizeof(kvm_xcrs))
 KVM_SET_XCRS = _iow(0xA7, ctypes.sizeof(kvm_xcrs))
 
+KVM_GET_TSC_KHZ = _io(0xA3)
+KVM_SET_DEVICE_ATTR = _iow(0xE1, ctypes.sizeof(kvm_device_attr))
+KVM_GET_DEVICE_ATTR = _iow(0xE2, ctypes.sizeof(kvm_device_attr))
+
 KVM_API_VERSION = 12
 
 # capabilities (KVM_CHECK_EXTENSION)
@@ -201,7 +210,12 @@ KVM_CAP_XCRS = 56
 KVM_CAP_MAX_VCPUS = 66
 KVM_CAP_SYNC_REGS = 74
 KVM_CAP_READONLY_MEM = 81
+KVM_CAP_VCPU_ATTRIBUTES = 127
 KVM_CAP_IMMEDIATE_EXIT = 136
+
+# vCPU attribute groups and attributes (KVM_{GET,SET}_DEVICE_ATTR on a vCPU)
+KVM_VCPU_TSC_CTRL = 0
+KVM_VCPU_TSC_OFFSET = 0
 
 # kvm_run.kvm_valid_regs / kvm_dirty_regs
 KVM_SYNC_X86_REGS = 1 << 0
@@ -325,3 +339,13 @@ def get_msrs(vcpu_fd: int, indices: list[int]) -> dict[int, int]:
         buf.entries[i].index = index
     done = fcntl.ioctl(vcpu_fd, KVM_GET_MSRS, buf, True)
     return {buf.entries[i].index: buf.entries[i].data for i in range(done)}
+
+
+def vcpu_attr(vcpu_fd: int, group: int, attr: int, value: int | None = None) -> int:
+    """A 64-bit vCPU attribute: set it to ``value`` when given, then read it back."""
+    buf = ctypes.c_uint64(0 if value is None else value)
+    desc = kvm_device_attr(0, group, attr, ctypes.addressof(buf))
+    if value is not None:
+        fcntl.ioctl(vcpu_fd, KVM_SET_DEVICE_ATTR, desc, False)
+    fcntl.ioctl(vcpu_fd, KVM_GET_DEVICE_ATTR, desc, False)
+    return buf.value

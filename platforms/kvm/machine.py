@@ -169,6 +169,10 @@ class Machine:
             self.run_size = fcntl.ioctl(self.kvm_fd, K.KVM_GET_VCPU_MMAP_SIZE, 0)
             self.cpuid = K.get_supported_cpuid(self.kvm_fd)
             self.max_vcpus = min(K.check_extension(self.vm_fd, K.KVM_CAP_MAX_VCPUS) or 255, MAX_CPU_AREAS)
+            # With vCPU attributes every vCPU's TSC offset is set to 0, so guest
+            # code reads the host's TSC (what the vDSO's clock is built on).
+            self.host_tsc = bool(K.check_extension(self.vm_fd, K.KVM_CAP_VCPU_ATTRIBUTES))
+            self.tsc_khz = 0  # the vCPUs' TSC rate, known once one exists
             self._features()
             self._build_system_area()
             phys.set_listener(self._add_region)
@@ -401,6 +405,10 @@ class Vcpu:
         K.set_msrs(fd, {K.MSR_STAR: STAR, K.MSR_LSTAR: SYSCALL_ENTRY_VA, K.MSR_CSTAR: SYSCALL_ENTRY_VA,
                         K.MSR_SYSCALL_MASK: SFMASK, K.MSR_PAT: PAT, K.MSR_FS_BASE: 0, K.MSR_GS_BASE: 0,
                         K.MSR_KERNEL_GS_BASE: 0})
+        if m.host_tsc:
+            K.vcpu_attr(fd, K.KVM_VCPU_TSC_CTRL, K.KVM_VCPU_TSC_OFFSET, 0)
+            if not m.tsc_khz:
+                m.tsc_khz = fcntl.ioctl(fd, K.KVM_GET_TSC_KHZ, 0)
         if m.xcr0:
             xcrs = K.kvm_xcrs()
             xcrs.nr_xcrs = 1

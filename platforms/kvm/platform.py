@@ -131,6 +131,8 @@ class KvmPlatform:
         self.xstate_size = xstate_size(self.xfeatures)
         self.init_xsave = init_xsave()
         self.auxv = _host_auxv()
+        self.vdso = None
+        self._vdso_checked = False
         self.contexts: set[KvmContext] = set()
         self.calls: collections.deque = collections.deque()
         self.doorbell = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -360,6 +362,7 @@ class KvmPlatform:
         kernel = self.kernel
         mm = ctx.mm if fresh else self._new_mm()
         f = dentry.inode.open(C.O_RDONLY, dentry, task)
+        vdso = self._vdso()
 
         def open_interp(path: bytes):
             d = task.vfs.walk(task, task.fs.root, path, True)
@@ -370,7 +373,8 @@ class KvmPlatform:
                              hwcap=self.auxv.get(16, 0), hwcap2=self.auxv.get(26, 0),
                              uid=creds.uid, euid=creds.euid, gid=creds.gid, egid=creds.egid,
                              stack_size=task.tg.rlimits.get(C.RLIMIT_STACK)[0] & ~0xFFF or 8 << 20,
-                             minsigstksz=sigframe_size(self.xstate_size))
+                             minsigstksz=sigframe_size(self.xstate_size),
+                             map_vdso=vdso.map_into if vdso is not None else None)
         except BaseException:
             if not fresh:
                 mm.release()
@@ -405,6 +409,20 @@ class KvmPlatform:
         regs.rip = image.entry
         regs.rsp = image.sp
         regs.rflags = 0x202
+
+    def _vdso(self):
+        """The vDSO, made on first use (the TSC rate is known once a vCPU
+        exists); None where the host cannot have one."""
+        if not self._vdso_checked:
+            from pysc.platforms.kvm import vdso
+            self._vdso_checked = True
+            reason = vdso.unavailable_reason(self.machine)
+            if reason is None:
+                self.vdso = vdso.Vdso(self.phys, self.machine.tsc_khz)
+                self.kernel.guest_clock = self.vdso.timekeeper
+            else:
+                log.info("kvm: no vDSO: %s", reason)
+        return self.vdso
 
     def _exec_threads(self, ctx: KvmContext) -> None:
         """exec ends every other thread of the process (Linux's de_thread)."""
@@ -549,6 +567,8 @@ class KvmPlatform:
         if task.saved_sigmask is not None:
             task.sigmask, task.saved_sigmask = task.saved_sigmask, None
         ctx.interrupted = False
+        if self.vdso is not None:  # fresh clock lines for a thread back from a long wait
+            self.vdso.timekeeper.tick()
         return True
 
     def _deliver(self, ctx: KvmContext, sig: int, info: bytes, act) -> None:

@@ -31,14 +31,25 @@ def pysc_syscalls(table, platform):
         table.register_module(sys.modules[__name__])
 
 
-def clock_now(t, clk: int) -> float:
+def clock_now_ns(t, clk: int) -> int:
+    """Clock ``clk`` now, as the app sees it (the platform's guest clock
+    where it has one for ``clk``)."""
     clk = s32(clk)
+    guest = t.kernel.guest_clock
+    if guest is not None:
+        ns = guest.now_ns(clk)
+        if ns is not None:
+            return ns
     if clk in HOST_CLOCKS:
-        return time.clock_gettime(HOST_CLOCKS[clk])
+        return time.clock_gettime_ns(HOST_CLOCKS[clk])
     cpu = cpu_clock(t, clk)
     if cpu is None:
         raise SyscallError(C.EINVAL)
-    return cpu()
+    return int(cpu() * 1e9)
+
+
+def clock_now(t, clk: int) -> float:
+    return clock_now_ns(t, clk) / 1e9
 
 
 def cpu_clock(t, clk: int) -> Callable[[], float] | None:
@@ -81,8 +92,8 @@ def _read_ts(t, addr: int) -> float:
 
 @syscall()
 def clock_gettime(t, clk, tp, *_):
-    now = clock_now(t, clk)
-    t.mem.write(tp, _ts(now))
+    now = clock_now_ns(t, clk)
+    t.mem.write(tp, TIMESPEC.pack(*divmod(now, 1_000_000_000)))
     return 0
 
 
@@ -96,10 +107,9 @@ def clock_getres(t, clk, res, *_):
 
 @syscall()
 def gettimeofday(t, tv, tz, *_):
-    now = time.time()
     if tv:
-        sec = int(now)
-        t.mem.write(tv, TIMEVAL.pack(sec, int((now - sec) * 1e6)))
+        sec, ns = divmod(clock_now_ns(t, C.CLOCK_REALTIME), 1_000_000_000)
+        t.mem.write(tv, TIMEVAL.pack(sec, ns // 1000))
     if tz:
         t.mem.write(tz, bytes(8))
     return 0
@@ -107,7 +117,7 @@ def gettimeofday(t, tv, tz, *_):
 
 @syscall("time")
 def time_(t, tloc, *_):
-    now = int(time.time())
+    now = clock_now_ns(t, C.CLOCK_REALTIME) // 1_000_000_000
     if tloc:
         t.mem.write_u64(tloc, now)
     return now

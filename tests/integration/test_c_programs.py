@@ -5,6 +5,7 @@ behave as on Linux; calls no sandboxed program may make never succeed."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -46,6 +47,29 @@ def test_posix_timers(platform, cbin, static):
     """timer_create and friends: the host kernel's on ptrace and seccomp, the
     Sentry's on kvm, with the same signals, siginfo and clocks."""
     run_both(platform, cbin("timers", static))
+
+
+@pytest.mark.parametrize("static", LINKAGE)
+def test_clocks(platform, cbin, static):
+    """Clocks read through libc (the host's vDSO on ptrace and seccomp,
+    pysc's own on kvm) agree with the clock syscalls, across the kvm
+    timekeeper's updates, in threads and after fork."""
+    run_both(platform, cbin("clocks", static), timeout=120)
+
+
+@pytest.mark.parametrize("static", LINKAGE)
+def test_clock_reads_stay_in_user_mode(platform, cbin, static):
+    """300 clock_gettime calls through libc reach the Sentry as no syscall:
+    a vDSO answers them (on kvm, pysc's), with the host's time."""
+    binary = cbin("clocks", static)
+    before = time.time_ns()
+    cp = run_pysc(platform, f"./{binary.name}", "300", cwd=binary.parent, extra_flags=("--strace",))
+    after = time.time_ns()
+    m = re.search(r"read 300 times, realtime (\d+)", cp.stdout)
+    assert cp.returncode == 0 and m, show(cp)
+    assert before <= int(m.group(1)) <= after, f"the sandbox's time is not the host's\n{show(cp)}"
+    calls = re.findall(r"^\[\s*\d+\] clock_gettime\(", cp.stderr, re.M)
+    assert len(calls) < 10, f"{len(calls)} clock_gettime syscalls for 300 reads\n{show(cp)}"
 
 
 def test_futex_waitv(platform, cbin):
