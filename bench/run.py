@@ -87,6 +87,13 @@ static void op_clock_gettime(const char *arg) {
     if (syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts) != 0) die("clock_gettime");
 }
 
+static void op_clock_libc(const char *arg) {
+    struct timespec ts;
+    (void)arg;
+    /* Through libc: the vDSO where the platform offers one. */
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) die("clock_gettime");
+}
+
 static void op_open_fstat_close(const char *path) {
     struct stat st;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -191,6 +198,7 @@ struct op { const char *name; void (*fn)(const char *); };
 static const struct op ops[] = {
     {"getppid", op_getppid},
     {"clock_gettime", op_clock_gettime},
+    {"clock_libc", op_clock_libc},
     {"open_fstat_close", op_open_fstat_close},
     {"seqread", op_seqread},
     {"fork_exec", op_fork_exec},
@@ -267,6 +275,8 @@ WORKLOADS: list[Workload] = [
             "syscall round trip: syscall(SYS_getppid) loop"),
     _per_op("clock_gettime", "clock_gettime", 20_000, 2_000, "us",
             "delegated call: raw syscall(SYS_clock_gettime) loop"),
+    _per_op("clock_gettime_libc", "clock_libc", 200_000, 20_000, "us",
+            "clock_gettime through libc (the vDSO where there is one)"),
     _per_op("open_fstat_close", "open_fstat_close", 5_000, 500, "us",
             "open+fstat+close of a file in the temp dir",
             arg=lambda env: os.path.join(env.tmpdir, "small.txt")),

@@ -15,7 +15,7 @@ both: [vvar] read-only, [vdso] read+execute just above it (as Linux does),
 and AT_SYSINFO_EHDR points at [vdso].  Neither can be made writable.
 
 Time.  The guest reads the host's TSC: the machine sets every vCPU's TSC
-offset to 0 (PVM applies none anyway; PLATFORM-NOTES 2.9 has the check).
+offset to 0 (PVM applies none anyway; PLATFORM-NOTES §2.8 has the check).
 The Timekeeper publishes, per clock, a line  ns = base + ((tsc - tsc_base)
 * mult >> SHIFT)  fitted to the host clock it follows, and the Sentry's own
 clock syscalls read the same line (``now_ns``), so a program sees one clock
