@@ -21,7 +21,7 @@ from pysc.core.mm.physical import PAGE_SIZE, PhysicalMemory
 from pysc.platforms.kvm import kvmapi as K
 from pysc.platforms.kvm import stub
 from pysc.platforms.kvm.machine import (
-    CPU_AREA_VA, EXIT_FAULT, EXIT_INTERRUPTED, EXIT_SYSCALL, RING0_VA, SYSCALL_ENTRY_VA, SYSTEM_PML4_INDEX,
+    CPU_AREA_VA, EXIT_FAULT, EXIT_INTERRUPTED, EXIT_SYSCALL, RING0_VA, SYSTEM_PML4_INDEX,
     TRAMPOLINE_VA, USER_LIMIT, Machine)
 from pysc.platforms.kvm.probe import kvm_flavour, unavailable_reason
 
@@ -172,6 +172,16 @@ def test_stub_bytes_match_source(tmp_path):
     subprocess.run(["as", "--64", "-o", "stub.o", "stub.s"], cwd=tmp_path, check=True)
     subprocess.run(["objcopy", "-O", "binary", "-j", ".text", "stub.o", "stub.bin"], cwd=tmp_path, check=True)
     assert (tmp_path / "stub.bin").read_bytes() == stub.RING0 + stub.TRAMPOLINE
+    symbols = subprocess.run(["nm", "stub.o"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    offsets = {name: int(value, 16) for value, _kind, name in (line.split() for line in symbols.splitlines())}
+    base = offsets["trampoline"]
+    assert {name: offsets[name] - base for name in stub.LABELS} == stub.LABELS
+    assert offsets["page"] - base == stub.GUEST_MMAP_OFFSET
+    assert offsets["flags_not_kept"] == stub.FLAGS_NOT_KEPT
+    assert [offsets[n] - offsets["page"] for n in ("max_len", "gap_lo", "gap_hi", "top", "prot", "scratch")] == \
+        [stub.PAGE_MAX_LEN, stub.PAGE_GAP_LO, stub.PAGE_GAP_HI, stub.PAGE_TOP, stub.PAGE_PROT, stub.PAGE_SCRATCH]
+    assert stub.FLAGS_NOT_KEPT == K.RFLAGS_USER & ~(K.RFLAGS_CF | K.RFLAGS_PF | K.RFLAGS_AF | K.RFLAGS_ZF
+                                                    | K.RFLAGS_SF)
 
 
 def test_syscall_loop(machine, phys):
@@ -329,19 +339,6 @@ def test_kick_before_run_returns_at_once(machine, phys):
     assert vcpu.run() == EXIT_INTERRUPTED
     assert (vcpu.regs.rip, vcpu.regs.rbx, vcpu.regs.rsp) == (CODE_VA + 1, 0x77, STACK_TOP)
     assert vcpu.run() == EXIT_FAULT and vcpu.regs.rip == CODE_VA + 1 and vcpu.regs.rbx == 0x77
-
-
-@pytest.mark.skipif(kvm_flavour() != "pvm", reason="on PVM only: the trampoline runs in ring 3 there")
-def test_kick_inside_machine_code_finishes_it(machine, phys):
-    """Interrupted inside the trampoline: the syscall completes and is
-    reported, with ``kicked`` set."""
-    vcpu, _, _ = start(machine, phys, UD2)
-    vcpu.regs.rip, vcpu.regs.rcx, vcpu.regs.rax = SYSCALL_ENTRY_VA, CODE_VA, 39
-    vcpu.kick()
-    assert vcpu.run() == EXIT_SYSCALL
-    assert vcpu.kicked
-    assert vcpu.regs.rip == CODE_VA and vcpu.regs.rax == 39
-    assert vcpu.run() == EXIT_FAULT and not vcpu.kicked
 
 
 def test_two_vcpus_two_address_spaces(machine, phys):

@@ -141,6 +141,9 @@ class MemoryManager(UserMemory):
         self.start_brk = self.brk_cur = 0
         self.lock_future = False  # mlockall(MCL_FUTURE)
         self._rss = 0  # pages with a frame (or region page) in this address space
+        self._private: list[tuple[int, int]] = []  # (va, gpa) of map_private_page's pages
+        self.guest_mmap = None  # the platform's helper for mmap in the guest (kvm: GuestMmap)
+        self.layout_gen = 0  # counts changes of where VMAs start and end (a cache key)
         self.released = False
 
     @property
@@ -170,6 +173,7 @@ class MemoryManager(UserMemory):
         return i + 1
 
     def _insert(self, v: VMA) -> int:
+        self.layout_gen += 1
         i = bisect.bisect_left(self._starts, v.start)
         self.vmas.insert(i, v)
         self._starts.insert(i, v.start)
@@ -264,6 +268,31 @@ class MemoryManager(UserMemory):
             if cur + length > high:
                 return None
             i += 1
+
+    def fast_gap(self, min_size: int) -> tuple[int, int, int]:
+        """(lo, hi, skip): the highest free range [lo, hi) of at least
+        ``min_size`` bytes that top-down placement reaches, and the size of
+        the largest free range above it.  A mapping without a hint of more
+        than ``skip`` and at most hi - lo bytes goes at hi - length
+        (get_unmapped_area); (0, 0, 0) when there is no such range."""
+        vmas = self.vmas
+        low = max(self.mmap_min_addr, PAGE_SIZE)
+        j = bisect.bisect_left(self._starts, self.mmap_base)
+        top = self.mmap_base
+        if j < len(vmas):
+            top = min(top, _start_gap(vmas[j]))
+        j -= 1
+        skip = 0
+        while top > low:
+            bottom = max(vmas[j].end, low) if j >= 0 else low
+            if top - bottom >= min_size:
+                return bottom, top, skip
+            skip = max(skip, top - bottom)
+            if j < 0:
+                break
+            top = min(top, _start_gap(vmas[j]))
+            j -= 1
+        return 0, 0, 0
 
     def get_unmapped_area(self, addr: int, length: int, flags: int, huge: bool = False) -> int:
         """Linux's choice of an address for a new mapping of ``length`` bytes;
@@ -381,6 +410,16 @@ class MemoryManager(UserMemory):
         self._insert(v)
         self.populate(addr, length)
 
+    def map_private_page(self, va: int) -> int:
+        """A zeroed page at ``va``, outside the user range in a slot the
+        machine shares, that only this address space has: user read/write,
+        not executable (kvm's guest-mmap page).  Mapped before the address
+        space first runs, freed at release.  Its guest-physical address."""
+        gpa = self.phys.alloc()
+        self.pt.map_private(va, gpa | leaf_bits(C.PROT_READ | C.PROT_WRITE, True))
+        self._private.append((va, gpa))
+        return gpa
+
     def _is_free_exact(self, lo: int, hi: int) -> bool:
         i = self._first_after(lo)
         return i >= len(self.vmas) or self.vmas[i].start >= hi
@@ -416,6 +455,7 @@ class MemoryManager(UserMemory):
         i, j = self._isolate(start, end)
         if i >= j:
             return
+        self.layout_gen += 1
         removed = self.vmas[i:j]
         del self.vmas[i:j]
         del self._starts[i:j]
@@ -571,6 +611,7 @@ class MemoryManager(UserMemory):
         if old_addr + old_len == v.end and grow_end <= self.user_limit and self._is_free(v.end, grow_end):
             i = self._index(old_addr)
             v.end = grow_end
+            self.layout_gen += 1
             if v.region is not None:
                 self._fit_region(v)
             self._merge(i, i)
@@ -890,6 +931,7 @@ class MemoryManager(UserMemory):
                 return -1
         v.start = new_start
         self._starts[j] = new_start
+        self.layout_gen += 1
         return j
 
     def _handle(self, v: VMA, va: int, write: int, force: bool = False, fault: bool = False):
@@ -1212,6 +1254,10 @@ class MemoryManager(UserMemory):
             v.put(self.phys)
         self.vmas.clear()
         self._starts.clear()
+        for va, gpa in self._private:
+            self.pt.set(va, 0)
+        self.phys.drop([gpa for _va, gpa in self._private])
+        self._private.clear()
         self.pt.release()
 
     # ------------------------------------------------------- user access

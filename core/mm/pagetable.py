@@ -128,6 +128,27 @@ class PageTables:
             self.pds[va >> 30] = pd
         return pd
 
+    def map_private(self, va: int, entry: int) -> None:
+        """Set the leaf for ``va``, in a slot of ``system_entries``, for this
+        address space alone: the slot's top table becomes a private copy
+        whose entry for the GiB of ``va`` leads to tables of its own (they go
+        back at ``release``); the rest stays shared with the machine.  Only
+        before the address space first runs: afterwards this would retarget
+        tables the hypervisor may have shadowed."""
+        top = va >> 39
+        if top not in self.pdpts:
+            shared = self.system_entries[top & 511] & ADDR_MASK
+            pdpt = self.phys.alloc_table()
+            lo, slo = (pdpt & CHUNK_MASK) >> 3, (shared & CHUNK_MASK) >> 3
+            self._q(pdpt)[lo:lo + ENTRIES] = self._q(shared)[slo:slo + ENTRIES]
+            self._set(self.root, top & 511, pdpt | TABLE)
+            self.pdpts[top] = pdpt
+        if va >> 30 not in self.pds:
+            pd = self.phys.alloc_table()
+            self._set(self.pdpts[top], (va >> 30) & 511, pd | TABLE)
+            self.pds[va >> 30] = pd
+        self.set(va, entry)
+
     # --- huge pages ---
     def map_huge(self, va: int, bits: int) -> int | None:
         """Give the empty 2 MiB slot of ``va`` (no table there) a zeroed huge

@@ -6,12 +6,18 @@ machine and is the same subtree in every address space (``system_pml4e``):
 a user R+X page with the syscall trampoline (LSTAR), the IDT, the ring-0
 exception stub, and per vCPU a ring-0 stack and a page holding its own GDT
 and TSS (RSP0/IST1 and an I/O bitmap that opens port 0x10 only).  Mappings
-there are only ever added, so they never need invalidating.
+there are only ever added, so they never need invalidating.  Its second GiB
+holds GUEST_MMAP_VA: a read-only zero page, which an address space with a
+guest-mmap page replaces in a private copy of the slot's table
+(PageTables.map_private).
 
 Syscalls.  On PVM, SYSCALL stays in ring 3 and lands on the trampoline, whose
 ``out %al, $0x10`` the hypervisor turns into KVM_EXIT_IO; on VMX/SVM the
 same ``out`` runs at CPL 0.  Either way the Sentry sets rip = rcx and
-rflags = r11 (sanitised) itself; there is no sysret.
+rflags = r11 (sanitised) itself; there is no sysret.  On PVM the trampoline
+may answer mmap and munmap itself (stub.py, guestmmap.py); a kick that finds
+a thread there is reported at the syscall instruction, or just after the
+call when it got past its commit (``stub.unwind``).
 
 Faults.  IDT gates lead to the stub, which exits with ``out %al, $0x11``.
 The Sentry reads vector, error code and the iret frame from the ring-0 stack
@@ -62,7 +68,12 @@ assert SYSTEM_BASE == USER_LIMIT
 TRAMPOLINE_VA = SYSTEM_BASE              # user R+X: the syscall trampoline
 IDT_VA = SYSTEM_BASE + 0x1000            # supervisor, read-only
 RING0_VA = SYSTEM_BASE + 0x2000          # supervisor R+X: the exception stub
-SYSCALL_ENTRY_VA = TRAMPOLINE_VA + stub.SYSCALL_ENTRY
+SYSCALL_ENTRY_VA = TRAMPOLINE_VA         # LSTAR
+SYSCALL_OUT_VA = TRAMPOLINE_VA + stub.SYSCALL_OUT
+TRAMPOLINE_END = TRAMPOLINE_VA + len(stub.TRAMPOLINE)
+# The address space's guest-mmap page (user RW, its own in each address space
+# that has one: guestmmap.py); the system area maps a zero page there, read-only.
+GUEST_MMAP_VA = TRAMPOLINE_VA + stub.GUEST_MMAP_OFFSET
 IRET_VA = RING0_VA + stub.IRET_POINT
 FAULT_OUT_VA = RING0_VA + stub.COMMON     # the stub's ``out``
 # Per-vCPU areas from 2 MiB on: [guard][ring-0 stack][GDT+TSS page][guard].
@@ -160,7 +171,8 @@ class Machine:
         self._slots: dict[int, int] = {}   # region gpa -> memslot
         self._free_slots: list[int] = []
         self._next_slot = 0
-        self._pts: list[int] = []          # page tables of the system area, by PD index
+        self._pts: dict[int, int] = {}     # page tables of the system area, by va >> 21
+        self._pds: dict[int, int] = {}     # its page directories, by va >> 30
         self.kvm_fd = K.open_kvm()
         self.vm_fd = -1
         try:
@@ -233,15 +245,14 @@ class Machine:
     def _build_system_area(self) -> None:
         phys = self.phys
         self._pdpt = self._frame()
-        self._pd = self._frame()
         self.system_pml4e: int = self._pdpt | _TABLE
-        phys.write_u64(self._pdpt, self._pd | _TABLE)
         self._trampoline = self._frame(stub.TRAMPOLINE)
         self._idt = self._frame(self._idt_bytes())
         self._ring0 = self._frame(stub.RING0)
         self._map(TRAMPOLINE_VA, self._trampoline, user=True, execute=True)
         self._map(IDT_VA, self._idt)
         self._map(RING0_VA, self._ring0, execute=True)
+        self._map(GUEST_MMAP_VA, self._frame(), user=True)
         # An address space with nothing but the system area: the CR3 a fresh vCPU starts with.
         self.idle_pml4 = self._frame()
         phys.write_u64(self.idle_pml4 + 8 * SYSTEM_PML4_INDEX, self.system_pml4e)
@@ -260,14 +271,15 @@ class Machine:
 
     def _map(self, va: int, gpa: int, user: bool = False, write: bool = False, execute: bool = False) -> None:
         """Add a 4 KiB mapping to the system area (never removed or changed)."""
-        assert SYSTEM_BASE <= va < SYSTEM_BASE + (1 << 30)
-        pd_index = (va >> 21) & 511
-        while len(self._pts) <= pd_index:
-            self._pts.append(0)
-        if not self._pts[pd_index]:
-            pt = self._frame()
-            self._pts[pd_index] = pt
-            self.phys.write_u64(self._pd + 8 * pd_index, pt | _TABLE)
+        assert SYSTEM_BASE <= va < SYSTEM_BASE + (1 << 39)
+        pd = self._pds.get(va >> 30)
+        if pd is None:
+            pd = self._pds[va >> 30] = self._frame()
+            self.phys.write_u64(self._pdpt + 8 * ((va >> 30) & 511), pd | _TABLE)
+        pt = self._pts.get(va >> 21)
+        if pt is None:
+            pt = self._pts[va >> 21] = self._frame()
+            self.phys.write_u64(pd + 8 * ((va >> 21) & 511), pt | _TABLE)
         pte = gpa | K.PTE_P | K.PTE_A | K.PTE_G
         if user:
             pte |= K.PTE_US
@@ -275,7 +287,7 @@ class Machine:
             pte |= K.PTE_RW | K.PTE_D
         if not execute:
             pte |= K.PTE_NX
-        self.phys.write_u64(self._pts[pd_index] + 8 * ((va >> 12) & 511), pte)
+        self.phys.write_u64(pt + 8 * ((va >> 12) & 511), pte)
 
     def _new_cpu_area(self, index: int) -> tuple[int, int, int]:
         """Map vCPU ``index``'s stack and GDT+TSS page; returns (stack gpa,
@@ -505,8 +517,11 @@ class Vcpu:
         goes wherever the caller pointed regs.  A bad target (non-canonical
         rip, say) comes back as a fault of that state.
         EXIT_INTERRUPTED: kick() or a host signal; regs are at an instruction
-        boundary.  A kick that lands inside the machine's own code is finished
-        internally and reported with the next real event, with ``kicked`` set.
+        boundary.  A kick that lands in the trampoline on PVM is reported
+        at the syscall instruction or after the call (stub.unwind); one that
+        lands in other machine code (the stub, or the trampoline in ring 0)
+        is finished internally and reported with the next real event, with
+        ``kicked`` set.
         """
         self.kicked = False
         regs = self.regs
@@ -522,6 +537,12 @@ class Vcpu:
             if rip < USER_LIMIT:
                 self._mode = _USER
                 return EXIT_INTERRUPTED
+            if TRAMPOLINE_VA <= rip < TRAMPOLINE_END and self._mode_after_syscall == _USER:
+                # In the trampoline, in user mode (PVM): where the call began or ended.
+                regs.rax, regs.rip = stub.unwind(rip - TRAMPOLINE_VA, regs.rax, regs.rcx)
+                regs.rflags = (regs.r11 & _RFLAGS_USER) | USER_RFLAGS_FORCED
+                self._mode = _USER
+                return EXIT_INTERRUPTED
             if rip == IRET_VA and self._mode == _IRET:
                 # Still waiting at the iretq: the user state is the saved one.
                 ctypes.pointer(regs)[0] = self._saved
@@ -532,7 +553,7 @@ class Vcpu:
             reason = self._enter()
         if reason == _EXIT_IO:
             port = self._io.port
-            if port == _PORT_SYSCALL and SYSCALL_ENTRY_VA <= regs.rip <= SYSCALL_ENTRY_VA + 2:
+            if port == _PORT_SYSCALL and SYSCALL_OUT_VA <= regs.rip <= SYSCALL_OUT_VA + 2:
                 regs.rip = regs.rcx
                 regs.rflags = (regs.r11 & _RFLAGS_USER) | USER_RFLAGS_FORCED
                 self._mode = self._mode_after_syscall

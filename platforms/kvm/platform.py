@@ -33,6 +33,7 @@ from pysc.core.abi.structs import xstate_size
 from pysc.core.sigframe import init_xsave, pack_siginfo, restore_rt_frame, setup_rt_frame, sigframe_size
 from pysc.platforms.hostproc.base import HostWaits
 from pysc.platforms.kvm import probe
+from pysc.platforms.kvm.guestmmap import GuestMmap
 
 log = logging.getLogger("pysc.kvm")
 
@@ -75,6 +76,7 @@ class KvmContext:
         self.fault: tuple[int, int, int] | None = None  # (vector, error code, cr2) of the fault being signalled
         self.vfork_parent = None  # a vfork child: the task waiting for it to exec or exit
         self.exec_killed = False  # another thread of the process exec'd: this one ends
+        self.exits = [0, 0, 0, 0]  # by machine.EXIT_*: syscalls, faults, interruptions (the debug log)
 
     @property
     def mem(self):
@@ -142,6 +144,19 @@ class KvmPlatform:
         self.go = threading.Event()
         self.stopping = False
         self.frozen = False  # `pysc pause`
+        self.guest_mmap = self._guest_mmap_allowed()
+
+    def _guest_mmap_allowed(self) -> bool:
+        """Whether the trampoline may answer mmap/munmap (guestmmap.py):
+        nothing may need to see those calls, and the trampoline must run in
+        user mode (PVM)."""
+        from pysc.syscalls.sentry import memory
+        kernel = self.kernel
+        table = kernel.table
+        dispatch = kernel.dispatch
+        return (self.machine.flavour == "pvm" and kernel.strace is None and dispatch.enter_hook is None
+                and dispatch.exit_hook is None and table.get("mmap") is memory.mmap
+                and table.get("munmap") is memory.munmap)
 
     # --- the Sandbox's interface ---
     def start(self, root_path, path, argv, env, new_net, make_init, hold=False) -> None:
@@ -307,6 +322,7 @@ class KvmPlatform:
         from pysc.platforms.kvm.machine import SYSTEM_PML4_INDEX, USER_LIMIT
         mm = MemoryManager(self.phys, {SYSTEM_PML4_INDEX: self.machine.system_pml4e}, USER_LIMIT)
         mm.users = 1
+        mm.guest_mmap = GuestMmap(mm)
         return mm
 
     def barrier(self, caller, mm=None) -> None:
@@ -449,12 +465,17 @@ class KvmPlatform:
         from pysc.platforms.kvm.machine import EXIT_FAULT, EXIT_SYSCALL
         self.go.wait()
         vcpu = ctx.vcpu
+        exits = ctx.exits
         try:
             with self.lock:
                 alive = self._to_user(ctx)
             while alive:
                 ev = vcpu.run()
                 with self.lock:
+                    exits[ev] += 1
+                    guest_mmap = ctx.mm.guest_mmap
+                    if guest_mmap.offered:
+                        guest_mmap.drain()
                     if ev == EXIT_SYSCALL:
                         self._syscall(ctx)
                     elif ev == EXIT_FAULT:
@@ -464,6 +485,8 @@ class KvmPlatform:
             log.exception("kvm: thread %s failed; it is killed", ctx.task)
             with self.lock:
                 self._exit_task(ctx, C.SIGKILL)
+        log.debug("kvm: thread %d left the guest for %d syscalls, %d faults and %d interruptions",
+                  ctx.task.tid, exits[1], exits[2], exits[3])
 
     def _syscall(self, ctx: KvmContext) -> None:
         task = ctx.task
@@ -569,6 +592,7 @@ class KvmPlatform:
         ctx.interrupted = False
         if self.vdso is not None:  # fresh clock lines for a thread back from a long wait
             self.vdso.timekeeper.tick()
+        ctx.mm.guest_mmap.publish(self.guest_mmap)
         return True
 
     def _deliver(self, ctx: KvmContext, sig: int, info: bytes, act) -> None:
@@ -718,6 +742,7 @@ class KvmPlatform:
         else:
             mm = pctx.mm.fork()
             mm.users = 1
+            mm.guest_mmap = GuestMmap(mm)
         vcpu = self.machine.new_vcpu()
         ctx = KvmContext(self, vcpu, mm)
         tid = kernel.alloc_pid()

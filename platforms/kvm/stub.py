@@ -14,7 +14,9 @@ sync-area sregs (an emulated ``mov %cr2`` cost up to 6 us on PVM).  The Sentry
 never lets it continue past that ``out``: it reads the frame from the stack
 and resumes user mode through the ``iretq`` at IRET_POINT, with rsp at a frame
 it wrote.  The trampoline is a user page (LSTAR): its ``out %al, $0x10`` exits
-for every syscall, and the Sentry returns to user mode itself.
+for a syscall, and the Sentry returns to user mode itself.  Before that it
+answers, without an exit, the anonymous mmap and munmap calls the address
+space's guest-mmap page allows (platforms/kvm/guestmmap.py).
 """
 from __future__ import annotations
 
@@ -71,9 +73,95 @@ iret_point:                       # resumed here with rsp at an iret frame
     iretq
     .org 0x220, 0xcc
 end_ring0:
-trampoline:                       # user page, R+X; LSTAR points here
-    outb %al, $0x10               # KVM_EXIT_IO on port 0x10: a syscall
+    # The user page (LSTAR).  mmap and munmap may be answered here, in user
+    # mode, from the address space's guest-mmap page (platforms/kvm/guestmmap.py);
+    # every other call, and every call the page does not allow, leaves through
+    # syscall_out.  Until its commit store the code changes only rax and the
+    # flags, so a kick anywhere before it can rewind to the syscall; after it
+    # only the return is left (the machine finishes either, see machine.py).
+    .set page, trampoline + 0x40000000   # GUEST_MMAP_VA
+    .set max_len, page + 0x00            # 0: answer nothing here
+    .set gap_lo, page + 0x08             # the free gap below the fast region
+    .set gap_hi, page + 0x10             # the fast region is [gap_hi, top)
+    .set top, page + 0x18
+    .set prot, page + 0x20               # the fast region's prot
+    .set scratch, page + 0x28
+    .set skip, page + 0x30               # the largest free range above the gap
+    .set flags_not_kept, 0x240d00        # TF DF OF AC ID: sahf restores only SF ZF AF PF CF
+    .macro caller_flags           # SF ZF AF PF CF as the caller had them; rax kept
+    mov %rax, scratch(%rip)
+    mov %r11d, %eax
+    shl $8, %eax
+    sahf
+    mov scratch(%rip), %rax
+    .endm
+trampoline:
+    cmp $9, %rax
+    je mmap
+    cmp $11, %rax
+    je munmap
+syscall_out:
+    outb %al, $0x10               # KVM_EXIT_IO on port 0x10: a syscall for the Sentry
     ud2
+mmap:                             # mmap(0, len, prot, MAP_PRIVATE|MAP_ANONYMOUS, fd, 0)
+    lea -1(%rsi), %rax
+    cmp max_len(%rip), %rax
+    jae slow_mmap                 # 1 <= len <= max_len
+    test %rdi, %rdi
+    jnz slow_mmap
+    cmp $0x22, %r10
+    jne slow_mmap
+    test %r9, %r9
+    jnz slow_mmap
+    test $~7, %rdx
+    jnz slow_mmap
+    test $flags_not_kept, %r11
+    jnz slow_mmap
+    mov gap_hi(%rip), %rax
+    cmp top(%rip), %rax
+    je 1f                         # an empty fast region takes any prot
+    cmp prot(%rip), %rdx
+    jne slow_mmap
+1:  lea -1(%rsi), %rax
+    or $0xfff, %rax
+    cmp skip(%rip), %rax
+    jb slow_mmap                  # it fits higher up: placed there
+    add $1, %rax                  # the length in pages
+    neg %rax
+    add gap_hi(%rip), %rax        # carry: gap_hi >= length
+    jnc slow_mmap
+    cmp gap_lo(%rip), %rax
+    jb slow_mmap
+    mov %rdx, prot(%rip)
+    caller_flags
+mmap_commit:
+    mov %rax, gap_hi(%rip)
+mmap_return:
+    jmp *%rcx
+munmap:                           # munmap(gap_hi, len): the region's lowest pages
+    cmp gap_hi(%rip), %rdi
+    jne slow_munmap
+    lea -1(%rsi), %rax
+    cmp max_len(%rip), %rax
+    jae slow_munmap
+    test $flags_not_kept, %r11
+    jnz slow_munmap
+    or $0xfff, %rax
+    lea 1(%rdi, %rax), %rax
+    cmp top(%rip), %rax
+    ja slow_munmap
+    caller_flags
+munmap_commit:
+    mov %rax, gap_hi(%rip)
+munmap_return:
+    mov $0, %eax
+    jmp *%rcx
+slow_mmap:
+    mov $9, %eax
+    jmp syscall_out
+slow_munmap:
+    mov $11, %eax
+    jmp syscall_out
 end_trampoline:
 """
 
@@ -91,7 +179,15 @@ RING0 = bytes.fromhex(
     "6a1eeb1ccccccccccccccccccccccccc6a006a1feb0acccccccccccccccccccce6110f0bcccccccccccccccccccccccc"
     "48cfcccccccccccccccccccccccccccc"
 )
-TRAMPOLINE = bytes.fromhex("e6100f0b")
+TRAMPOLINE = bytes.fromhex(
+    "4883f809740e4883f80b0f84c1000000e6100f0b488d46ff483b05e1ffff3f0f83020100004885ff0f85f90000004983"
+    "fa220f85ef0000004d85c90f85e600000048f7c2f8ffffff0f85d900000049f7c3000d24000f85cc000000488b05aeff"
+    "ff3f483b05afffff3f740d483b15aeffff3f0f85af000000488d46ff480dff0f0000483b05a7ffff3f0f829800000048"
+    "83c00148f7d848030573ffff3f0f8384000000483b055effff3f727b4889156dffff3f4889056effff3f4489d8c1e008"
+    "9e488b0560ffff3f48890541ffff3fffe1483b3d38ffff3f7557488d46ff483b051bffff3f734a49f7c3000d24007541"
+    "480dff0f0000488d440701483b0516ffff3f772d4889051dffff3f4489d8c1e0089e488b050fffff3f488905f0feff3f"
+    "b800000000ffe1b809000000e9dffeffffb80b000000e9d5feffff"
+)
 
 PORT_SYSCALL = 0x10  # the trampoline's out
 PORT_FAULT = 0x11    # the exception stub's out
@@ -99,7 +195,41 @@ NUM_VECTORS = 32
 VECTOR_STRIDE = 16   # vector v enters at RING0 offset 16 * v
 COMMON = 0x200       # the fault ``out`` (2 bytes), then ud2
 IRET_POINT = 0x210   # an iretq
-SYSCALL_ENTRY = 0    # the trampoline's ``out`` (2 bytes), then ud2
+
+# Labels of the trampoline (offsets in TRAMPOLINE; LSTAR is offset 0).
+SYSCALL_OUT = 0x10       # the ``out`` (2 bytes), then ud2
+MMAP = 0x14
+MMAP_COMMIT = 0xC8
+MMAP_RETURN = 0xCF
+MUNMAP = 0xD1
+MUNMAP_COMMIT = 0x119
+MUNMAP_RETURN = 0x120
+SLOW_MMAP = 0x127
+SLOW_MUNMAP = 0x131
+LABELS = {"syscall_out": SYSCALL_OUT, "mmap": MMAP, "mmap_commit": MMAP_COMMIT, "mmap_return": MMAP_RETURN,
+          "munmap": MUNMAP, "munmap_commit": MUNMAP_COMMIT, "munmap_return": MUNMAP_RETURN,
+          "slow_mmap": SLOW_MMAP, "slow_munmap": SLOW_MUNMAP}
+SYS_MMAP, SYS_MUNMAP = 9, 11
+
+# The guest-mmap page the trampoline reads (at ``page`` in SOURCE, 1 GiB above it).
+GUEST_MMAP_OFFSET = 0x4000_0000
+PAGE_MAX_LEN, PAGE_GAP_LO, PAGE_GAP_HI, PAGE_TOP, PAGE_PROT, PAGE_SCRATCH, PAGE_SKIP = range(0, 0x38, 8)
+FLAGS_NOT_KEPT = 0x240D00  # rflags a syscall answered in the trampoline cannot restore
+
+
+def unwind(offset: int, rax: int, rcx: int) -> tuple[int, int]:
+    """(rax, rip) of the user state for a thread interrupted at ``offset``
+    in the trampoline (user mode, on PVM): before a commit, the syscall
+    instruction again (it will be made anew); after one, its return."""
+    if MMAP_COMMIT < offset <= MMAP_RETURN:
+        return rax, rcx
+    if MUNMAP_COMMIT < offset <= MUNMAP_RETURN + 5:
+        return 0, rcx
+    if MMAP <= offset <= MMAP_COMMIT or SLOW_MMAP <= offset < SLOW_MUNMAP:
+        rax = SYS_MMAP
+    elif MUNMAP <= offset <= MUNMAP_COMMIT or offset >= SLOW_MUNMAP:
+        rax = SYS_MUNMAP
+    return rax, rcx - 2
 
 # The ring-0 stack at the fault exit, in qwords from rsp upwards.
 FRAME_VECTOR, FRAME_ERROR, FRAME_RIP, FRAME_CS, FRAME_RFLAGS, FRAME_RSP, FRAME_SS = range(7)

@@ -4,6 +4,7 @@ sandbox through the real ``pysc`` command, on every platform pysc has.
 * ``platform`` -- parametrised over the platforms ``pysc help platforms``
   lists (``NAME  available`` / ``NAME  unavailable: why``); an unavailable
   one is skipped with its reason.  ``--pysc-platforms=a,b`` narrows the set.
+  ``kvm`` is that platform alone, for what only kvm does.
 * ``run_pysc(platform, *argv, ...)`` runs ``pysc --platform=P [flags] do
   ARGV...``; ``run_native(*argv, ...)`` runs the same on the host.  Both use
   the same small, fixed environment (``TEST_ENV``), capture text output and
@@ -203,7 +204,20 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture
 def platform(request) -> str:
-    name = request.param
+    return _usable(request.param)
+
+
+@pytest.fixture
+def kvm(request) -> str:
+    """"kvm", for a test of what only that platform does: skipped, with the
+    reason, where it is unusable or --pysc-platforms leaves it out."""
+    wanted = [p.strip() for p in (request.config.getoption("--pysc-platforms") or "").split(",") if p.strip()]
+    if wanted and "kvm" not in wanted:
+        pytest.skip("kvm: left out by --pysc-platforms")
+    return _usable("kvm")
+
+
+def _usable(name: str) -> str:
     found, error = query_platforms()
     if error and not found:
         pytest.fail(f"cannot list pysc's platforms: {error}", pytrace=False)

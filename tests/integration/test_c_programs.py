@@ -89,6 +89,34 @@ def test_scheduling_and_io_priorities(platform, cbin):
 
 
 @pytest.mark.parametrize("static", LINKAGE)
+def test_anonymous_mmap(platform, cbin, static):
+    """Anonymous mmap and munmap as malloc uses them: placement, contents,
+    faults, /proc/self/maps, fork, threads, a timer interrupting a loop of
+    calls.  On kvm most of them are answered in the guest."""
+    run_both(platform, cbin("anonmap", static), timeout=120)
+
+
+@pytest.mark.parametrize("static", LINKAGE)
+def test_anonymous_mmap_stays_in_the_guest(kvm, cbin, static, tmp_path):
+    """On kvm, 5000 mmap+munmap pairs of 64 KiB leave the guest for no
+    syscall (the thread's exit counts are in the debug log)."""
+    binary = cbin("anonmap", static)
+    log = tmp_path / "sentry.log"
+    cp = run_pysc(kvm, f"./{binary.name}", "5000", cwd=binary.parent, extra_flags=(f"--debug-log={log}",))
+    assert cp.returncode == 0 and cp.stdout == "5000 pairs\n", show(cp)
+    counts = re.findall(r"thread \d+ left the guest for (\d+) syscalls", log.read_text())
+    assert len(counts) == 1 and int(counts[0]) < 500, f"exits: {counts}\n{show(cp)}"
+
+
+def test_strace_sees_every_anonymous_mmap(kvm, cbin):
+    """--strace turns the guest's answers off: every call is traced."""
+    binary = cbin("anonmap", True)
+    cp = run_pysc(kvm, f"./{binary.name}", "300", cwd=binary.parent, extra_flags=("--strace",))
+    assert cp.returncode == 0 and cp.stdout == "300 pairs\n", show(cp)
+    assert len(re.findall(r"^\[\s*\d+\] munmap\(", cp.stderr, re.M)) == 300, show(cp)
+
+
+@pytest.mark.parametrize("static", LINKAGE)
 def test_memory_and_faults(platform, cbin, static):
     """mmap family, file mappings, copy on write, and fault signals with their codes and addresses."""
     run_both(platform, cbin("memory", static))
