@@ -174,6 +174,20 @@ int main(int argc, char **argv) {
     printf(", twice: %d", munmap(b, 64 * KB));
     printf(" %d\n", munmap(b, 64 * KB));
 
+    /* Fresh mappings as syscall buffers, untouched before. */
+    int fds[2];
+    if (pipe(fds)) { perror("pipe"); return 1; }
+    char *src = map(8 * KB, PROT_READ | PROT_WRITE);
+    char *dst = map(8 * KB, PROT_READ | PROT_WRITE);
+    if (write(fds[1], "abc", 3) != 3) return 1;
+    printf("write from fresh: %zd", write(fds[1], src, 8));
+    printf(", read into fresh: %zd", read(fds[0], dst + 100, 11));
+    printf(", got %s %d\n", dst + 100, all_zero(dst + 103, 8));
+    munmap(dst, 8 * KB);
+    munmap(src, 8 * KB);
+    close(fds[0]);
+    close(fds[1]);
+
     /* fork: the child has a copy of a fresh mapping, made just before. */
     char *f = map(8 * KB, PROT_READ | PROT_WRITE);
     strcpy(f, "parent");
